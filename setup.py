@@ -1,0 +1,38 @@
+import os
+
+from setuptools import find_packages, setup
+
+here = os.path.dirname(os.path.abspath(__file__))
+config_files = {}
+for root, _, files in os.walk(os.path.join(here, "configs")):
+    rel = os.path.relpath(root, here)
+    config_files[os.path.join("share", "tf_rlnas", rel)] = [os.path.join(rel, f) for f in files if f.endswith(".yaml")]
+
+setup(
+    name="tf_rlnas",
+    version="0.1.0",
+    description="TensorFlow 2 / Keras reinforcement learning and RL-driven neural architecture search "
+                "(ENAS, MAML-TRPO, SAC/ACE, REINFORCE, PlaNet)",
+    long_description=open(os.path.join(here, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.13",
+    packages=find_packages(include=["tf_rlnas", "tf_rlnas.*"]),
+    data_files=list(config_files.items()),
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tensorflow-probability>=0.25,<0.26",
+        "tf-keras>=2.21,<2.22",
+        "tensorboard>=2.21,<2.22",
+        "tensorflow-datasets>=4.9,<5",
+        "gymnasium[mujoco]>=1.0,<2",
+        "pyyaml>=6",
+        "rich>=13",
+        "numpy>=1.26,<3",
+        "scikit-learn>=1.4",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2"],
+        "and-cuda": ["tensorflow[and-cuda]>=2.21,<2.22"],
+    },
+    entry_points={"console_scripts": ["tf_rlnas=tf_rlnas.cli:main"]},
+)

@@ -1,0 +1,5 @@
+import sys
+
+from tf_rlnas.cli import main
+
+sys.exit(main())

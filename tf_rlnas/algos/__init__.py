@@ -1,0 +1,1 @@
+"""Algorithms: one package each (config, networks, learner, trainer)."""

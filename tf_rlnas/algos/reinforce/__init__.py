@@ -1,0 +1,1 @@
+"""REINFORCE with a Gaussian actor (one-shot game and episodic continuous control)."""

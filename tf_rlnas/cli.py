@@ -1,0 +1,267 @@
+"""``tf_rlnas`` command line: train | evaluate | export | list | bench.
+
+``main(argv)`` returns the exit code (tests call it directly). A user mistake prints one line
+``error: ...`` on stderr and returns 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tf_rlnas import __version__, registry
+from tf_rlnas import config as C
+from tf_rlnas.core import rundir
+from tf_rlnas.errors import UserError
+
+EPILOG = """examples:
+  tf_rlnas train reinforce                                   # the one-shot game, built-in defaults
+  tf_rlnas train --config configs/reinforce/inverted_pendulum.yaml
+  tf_rlnas train reinforce --config oneshot --set train.updates=500 --run-dir runs/quick
+  tf_rlnas train --run-dir runs/quick --set train.updates=1000   # resume and extend
+  tf_rlnas evaluate runs/quick --episodes 20
+  tf_rlnas export runs/quick                                  # -> savedmodels/quick/<version>/
+"""
+
+
+def _import_tf_quietly() -> None:
+    """Import TensorFlow with its C++ start-up chatter hidden (TF_RLNAS_TF_LOGS=1 shows it)."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("TF_RLNAS_TF_LOGS"):
+        import tensorflow  # noqa: F401
+        return
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        import tensorflow  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        import tensorflow as tf
+        import tensorflow_probability  # noqa: F401
+
+        tf.config.list_physical_devices()  # device start-up (and its CUDA probing) happens here
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
+# ---- config resolution ----------------------------------------------------------------------
+
+def _config_path(name: str, algo: str | None) -> str:
+    """A --config value: a path, or the name of a shipped config of ``algo`` (e.g. 'smoke')."""
+    if os.path.exists(name) or os.sep in name or name.endswith((".yaml", ".yml")):
+        return name
+    if algo:
+        shipped = registry.shipped_configs(algo)
+        if name in shipped:
+            return shipped[name]
+        raise UserError(f"config file not found: {name} (shipped {algo} configs: "
+                        f"{', '.join(shipped) or 'none'})")
+    return name
+
+
+def _resolve_train_config(args) -> tuple[str, object, type, str, bool]:
+    """-> (algo, cfg, schema, run_dir, resumes)"""
+    algo = args.algo
+    if algo:
+        registry.get(algo)
+    files: list[str] = []
+    for name in args.config:
+        path = _config_path(name, algo)
+        file_algo = C.read_yaml(path).get("algo")
+        if file_algo is not None:
+            if not isinstance(file_algo, str):
+                raise UserError(f"{path}: 'algo' must be a name, got {file_algo!r}")
+            registry.get(file_algo)
+            if algo and file_algo != algo:
+                raise UserError(f"{path} is a '{file_algo}' config but the algorithm is '{algo}'")
+            algo = file_algo
+        files.append(path)
+    saved = rundir.saved_config(args.run_dir) if args.run_dir and os.path.isdir(args.run_dir) else None
+    if algo is None and saved is not None:
+        algo = saved[0]
+        registry.get(algo)
+    if algo is None:
+        raise UserError("name an algorithm (tf_rlnas train ALGO), a --config with an 'algo' key, "
+                        "or an existing --run-dir to resume; see 'tf_rlnas list'")
+    schema = registry.get(algo).load("config")
+    cfg = C.resolve(schema, files, args.set)
+    run_dir = args.run_dir or os.path.join(cfg.run.root, cfg.run.name or algo)
+    if args.run_dir is None and os.path.isdir(run_dir):
+        saved = rundir.saved_config(run_dir)
+    if saved is not None and saved[0] == algo:
+        cfg = C.resolve(schema, files, args.set, base=saved[1])  # resume: the saved run is the base
+    resumes = rundir.check_run_dir(run_dir, algo, cfg, schema)
+    return algo, cfg, schema, run_dir, resumes
+
+
+def _load_run(run_dir: str):
+    """(algo, cfg, trainer) for an existing run directory, restored from its latest checkpoint."""
+    if not os.path.isdir(run_dir):
+        raise UserError(f"run directory not found: {run_dir}")
+    saved = rundir.saved_config(run_dir)
+    if saved is None:
+        raise UserError(f"{run_dir} holds no config.yaml: not a tf_rlnas run directory")
+    algo, data = saved
+    spec = registry.get(algo)
+    cfg = C.from_dict(spec.load("config"), data)
+    if not rundir.has_checkpoint(run_dir):
+        raise UserError(f"{run_dir} has no checkpoint yet (train it first)")
+    _import_tf_quietly()
+    trainer = spec.load("trainer")(cfg, run_dir)
+    trainer.restore()
+    return algo, cfg, trainer
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    algo, cfg, _, run_dir, resumes = _resolve_train_config(args)
+    _import_tf_quietly()
+    trainer = registry.get(algo).load("trainer")(cfg, run_dir)   # may raise UserError: nothing written yet
+    rundir.write_config(run_dir, algo, cfg)
+    if not resumes:
+        print(f"training {algo} in {run_dir}", flush=True)
+    progress = False if args.no_progress else None
+    summary = trainer.fit(progress=progress)
+    print(f"done: {summary['iterations']} {trainer.unit}s in {run_dir}", flush=True)
+    for k, v in summary["final_eval"].items():
+        print(f"  {k}: {v:.6g}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    _, _, trainer = _load_run(args.run_dir)
+    metrics = trainer.evaluate(args.episodes)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{args.run_dir} at {trainer.unit} {int(trainer.iteration.numpy())}:")
+        for k, v in metrics.items():
+            print(f"  {k}: {v:.6g}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from tf_rlnas.core import export
+
+    _, _, trainer = _load_run(args.run_dir)
+    spec = trainer.export_spec()
+    name = os.path.basename(os.path.normpath(args.run_dir))
+    path = export.save_versioned(spec.module, spec.signatures, args.out, name)
+    export.verify(path, spec.examples, spec.expected)
+    print(f"exported {path} (signatures: {', '.join(spec.signatures)}; reload verified)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    algos = [registry.get(args.algo)] if args.algo else list(registry.ALGOS.values())
+    for spec in algos:
+        print(f"{spec.name}: {spec.summary}")
+        for name, path in registry.shipped_configs(spec.name).items():
+            print(f"    --config {name:<22} {os.path.relpath(path)}")
+        if args.keys:
+            for key, tp, default, help_ in C.describe(spec.load("config")):
+                print(f"    {key} ({tp}) = {default!r}  {help_}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    spec = registry.get(args.algo)
+    if spec.bench is None:
+        raise UserError(f"no benchmark for '{args.algo}'")
+    files = [_config_path(n, args.algo) for n in args.config]
+    cfg = C.resolve(spec.load("config"), files, args.set)
+    _import_tf_quietly()
+    spec.load("bench")(cfg, seconds=args.seconds)
+    return 0
+
+
+# ---- parser ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tf_rlnas", description="TF2/Keras reinforcement learning and RL-driven "
+                                "architecture search: train, evaluate, export, benchmark.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"tf_rlnas {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train an algorithm (resumes if the run directory has a checkpoint)",
+                       description="Train ALGO with its defaults, config files and overrides. Re-running "
+                       "with the same run directory resumes from its latest checkpoint; budgets and "
+                       "logging intervals may be changed on resume.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("algo", nargs="?", help="algorithm name (see 'tf_rlnas list'); optional with an "
+                   "'algo' key in a --config or an existing --run-dir")
+    t.add_argument("--config", action="append", default=[], metavar="FILE",
+                   help="YAML config; repeat to overlay (later wins). A bare name means a shipped config "
+                   "of the algorithm, e.g. --config smoke")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one key, typed by the schema, e.g. --set train.lr=3e-4")
+    t.add_argument("--run-dir", default=None, metavar="DIR", help="run directory (default: run.root/run.name)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate the latest checkpoint of a run")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--episodes", type=int, default=None, help="evaluation episodes (default: the config's)")
+    e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    e.set_defaults(fn=cmd_evaluate)
+
+    x = sub.add_parser("export", help="export a run's latest checkpoint as a versioned SavedModel")
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("--out", default="savedmodels", metavar="DIR",
+                   help="export root; writes DIR/<run name>/<next integer version>/ (default: savedmodels)")
+    x.set_defaults(fn=cmd_export)
+
+    ls = sub.add_parser("list", help="list algorithms and shipped configs")
+    ls.add_argument("algo", nargs="?", help="only this algorithm")
+    ls.add_argument("--keys", action="store_true", help="also list every config key with its default")
+    ls.set_defaults(fn=cmd_list)
+
+    b = sub.add_parser("bench", help="benchmark an algorithm's update and training throughput")
+    b.add_argument("algo", metavar="ALGO")
+    b.add_argument("--config", action="append", default=[], metavar="FILE")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    b.add_argument("--seconds", type=float, default=5.0, help="time per measurement (default 5)")
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def _positive_episodes(args) -> None:
+    if getattr(args, "episodes", None) is not None and args.episodes < 1:
+        raise UserError("--episodes must be >= 1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed usage + one error line
+        return int(e.code or 0)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        _positive_episodes(args)
+        return args.fn(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume from the latest checkpoint",
+              file=sys.stderr, flush=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Plumbing shared by every algorithm: seeding, logging, checkpoints, export, the trainer loop."""

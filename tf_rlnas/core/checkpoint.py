@@ -1,0 +1,142 @@
+"""Checkpoints that restore everything an identical continuation needs.
+
+``tf.train.Checkpoint`` holds the TF side (models, optimizers, counters, ``tf.random.Generator``
+states, baselines, alpha ...). Python-side state (NumPy and environment RNG states, episode
+counters, small buffers) travels inside the same checkpoint as a JSON string variable, so the two
+can never disagree. Large arrays (a replay buffer) go to a side file ``extra-<N>.npz`` written
+atomically *before* checkpoint N, so a checkpoint never points at a missing side file.
+
+Atomicity: TF writes the data files under temporary names and updates the ``checkpoint`` index
+file by an atomic rename, so a kill at any moment leaves the previous checkpoint loadable. If the
+newest checkpoint is unreadable anyway (a damaged disk), older ones are tried before giving up.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from typing import Any, Callable
+
+import numpy as np
+
+from tf_rlnas.errors import UserError
+
+
+def _json_default(o: Any):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return {"__ndarray__": o.tolist(), "dtype": str(o.dtype)}
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _json_hook(d: dict):
+    if "__ndarray__" in d:
+        return np.asarray(d["__ndarray__"], dtype=d["dtype"])
+    return d
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class Checkpointer:
+    """``CheckpointManager`` plus Python-side state and optional array side files.
+
+    Args:
+        directory: the run's ``checkpoints/`` folder.
+        trackables: TF objects to save (models, optimizers, variables, generators).
+        get_state / set_state: Python-side state as a JSON-able dict, and its restore.
+        get_arrays / set_arrays: optional large arrays saved as ``extra-<N>.npz``.
+    """
+
+    def __init__(self, directory: str, max_to_keep: int, trackables: dict,
+                 get_state: Callable[[], dict] | None = None, set_state: Callable[[dict], None] | None = None,
+                 get_arrays: Callable[[], dict] | None = None, set_arrays: Callable[[dict], None] | None = None):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.directory = directory
+        self._py_state = tf.Variable("", dtype=tf.string, trainable=False, name="python_state")
+        self.ckpt = tf.train.Checkpoint(python_state=self._py_state, **trackables)
+        self.manager = tf.train.CheckpointManager(self.ckpt, directory, max_to_keep=max_to_keep,
+                                                  checkpoint_name="ckpt")
+        self.get_state, self.set_state = get_state, set_state
+        self.get_arrays, self.set_arrays = get_arrays, set_arrays
+
+    @property
+    def latest(self) -> str | None:
+        return self.manager.latest_checkpoint
+
+    def save(self, step: int) -> str:
+        if self.get_state is not None:
+            self._py_state.assign(json.dumps(self.get_state(), default=_json_default))
+        if self.get_arrays is not None:
+            os.makedirs(self.directory, exist_ok=True)
+            path = os.path.join(self.directory, f"extra-{int(step)}.npz")
+            tmp = path + f".tmp-{os.getpid()}.npz"
+            np.savez(tmp, **self.get_arrays())
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        path = self.manager.save(checkpoint_number=int(step))
+        self._prune_side_files()
+        return path
+
+    def _prune_side_files(self) -> None:
+        keep = {int(re.search(r"ckpt-(\d+)$", p).group(1)) for p in self.manager.checkpoints}
+        for f in glob.glob(os.path.join(self.directory, "extra-*.npz*")):
+            m = re.search(r"extra-(\d+)\.npz", os.path.basename(f))
+            if m and (int(m.group(1)) not in keep or ".tmp-" in f):
+                try:
+                    os.remove(f)
+                except OSError:
+                    pass
+
+    def restore(self) -> str | None:
+        """Restore the newest readable checkpoint; None when there is none."""
+        candidates = list(reversed(self.manager.checkpoints))
+        if not candidates:
+            return None
+        errors = []
+        for path in candidates:
+            try:
+                self._restore_one(path)
+                return path
+            except UserError:
+                raise
+            except Exception as e:  # a damaged checkpoint: try the previous one
+                errors.append(f"{os.path.basename(path)}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        raise UserError(f"no readable checkpoint in {self.directory} ({'; '.join(errors)})")
+
+    def _restore_one(self, path: str) -> None:
+        status = self.ckpt.restore(path)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            raise UserError(f"checkpoint {path} does not match this config's models "
+                            f"(was the config changed?): {str(e).splitlines()[0][:200]}") from None
+        if self.set_state is not None:
+            text = self._py_state.numpy().decode("utf-8")
+            if text:
+                self.set_state(json.loads(text, object_hook=_json_hook))
+        if self.set_arrays is not None:
+            step = int(re.search(r"ckpt-(\d+)$", path).group(1))
+            side = os.path.join(self.directory, f"extra-{step}.npz")
+            if not os.path.exists(side):
+                raise FileNotFoundError(f"side file {side} missing")
+            with np.load(side) as z:
+                self.set_arrays({k: z[k] for k in z.files})

@@ -1,0 +1,94 @@
+"""TensorBoard writing (always with an explicit step) and console progress (rich)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Mapping
+
+import numpy as np
+
+
+class TBLogger:
+    """Thin wrapper over a ``tf.summary`` file writer; every write names its step."""
+
+    def __init__(self, logdir: str):
+        import tensorflow as tf
+
+        self._tf = tf
+        os.makedirs(logdir, exist_ok=True)
+        self.writer = tf.summary.create_file_writer(logdir)
+        self._writers: dict = {}
+
+    def scalars(self, metrics: Mapping[str, float], step: int) -> None:
+        """Write many scalars in ONE traced call (eager tf.summary costs ~0.5 ms per scalar)."""
+        tf = self._tf
+        items = [(k, float(v)) for k, v in metrics.items() if v is not None]
+        if not items:
+            return
+        tags = tuple(k for k, _ in items)
+        fn = self._writers.get(tags)
+        if fn is None:
+            writer = self.writer
+
+            def write(values, step):
+                with writer.as_default():
+                    for i, tag in enumerate(tags):
+                        tf.summary.scalar(tag, values[i], step=step)
+                return tf.constant(0)
+
+            fn = tf.function(write, input_signature=[tf.TensorSpec([len(tags)], tf.float32),
+                                                     tf.TensorSpec([], tf.int64)], autograph=False)
+            self._writers[tags] = fn
+        fn(tf.constant([v for _, v in items], tf.float32), tf.constant(int(step), tf.int64))
+
+    def histogram(self, tag: str, values, step: int) -> None:
+        tf = self._tf
+        with self.writer.as_default():
+            tf.summary.histogram(tag, np.asarray(values), step=int(step))
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        tf = self._tf
+        with self.writer.as_default():
+            tf.summary.text(tag, text, step=int(step))
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Progress:
+    """A rich progress bar with live metrics; silent when stdout is not a terminal."""
+
+    def __init__(self, total: int, start: int = 0, description: str = "train", enabled: bool | None = None):
+        self.enabled = sys.stdout.isatty() if enabled is None else enabled
+        self._progress = None
+        if not self.enabled:
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self._progress = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+            transient=False)
+        self._task = self._progress.add_task(description, total=total, completed=start, info="")
+        self._progress.start()
+
+    def update(self, completed: int, metrics: Mapping[str, float] | None = None) -> None:
+        if self._progress is None:
+            return
+        info = "  ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in (metrics or {}).items())
+        self._progress.update(self._task, completed=completed, info=info)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def say(msg: str) -> None:
+    """A console line for the user (stdout, flushed)."""
+    print(msg, flush=True)

@@ -1,0 +1,65 @@
+"""Run directories: ``<root>/<name>/`` with config.yaml, tb/, checkpoints/, summary.json and
+algorithm outputs. Checks here only read; :func:`write_config` is the first write of a run."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tf_rlnas import config as C
+from tf_rlnas.core.checkpoint import atomic_write_text
+from tf_rlnas.errors import ConfigError, UserError
+
+CONFIG_FILE = "config.yaml"
+
+
+def has_checkpoint(run_dir: str) -> bool:
+    return os.path.exists(os.path.join(run_dir, "checkpoints", "checkpoint"))
+
+
+def saved_config(run_dir: str) -> tuple[str, dict] | None:
+    """(algo, config dict) saved in ``run_dir``, or None when it holds no run."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    data = C.read_yaml(path)
+    algo = data.pop("algo", None)
+    if not isinstance(algo, str):
+        raise UserError(f"{path} names no algorithm ('algo' key): the run directory is damaged")
+    return algo, data
+
+
+def check_run_dir(run_dir: str, algo: str, cfg: Any, schema: type) -> bool:
+    """Can ``cfg`` run in ``run_dir``? Returns True when it resumes an existing run.
+
+    Fails (one line, nothing touched) when the folder is a file, holds something that is not a
+    tf_rlnas run, holds another algorithm's run, or when the config differs from the saved one
+    in a key that cannot change on resume (a network size, the seed ...).
+    """
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise UserError(f"run directory {run_dir} exists and is not a directory")
+    if not os.path.isdir(run_dir) or not os.listdir(run_dir):
+        return False
+    saved = saved_config(run_dir)
+    if saved is None:
+        raise UserError(f"run directory {run_dir} is not empty and holds no {CONFIG_FILE}: "
+                        f"not a tf_rlnas run; choose another --run-dir")
+    saved_algo, data = saved
+    if saved_algo != algo:
+        raise UserError(f"run directory {run_dir} holds a '{saved_algo}' run, not '{algo}'")
+    try:
+        old = C.from_dict(schema, data)
+    except ConfigError as e:
+        raise UserError(f"{os.path.join(run_dir, CONFIG_FILE)} no longer validates: {e}") from None
+    fixed = [(k, a, b) for k, a, b, ok in C.diff(old, cfg) if not ok]
+    if fixed:
+        k, a, b = fixed[0]
+        more = f" (and {len(fixed) - 1} more)" if len(fixed) > 1 else ""
+        raise ConfigError(f"cannot resume {run_dir}: config key '{k}' was {a!r}, now {b!r}{more}; "
+                          f"only budgets and logging intervals may change on resume - use a new --run-dir")
+    return has_checkpoint(run_dir)
+
+
+def write_config(run_dir: str, algo: str, cfg: Any) -> None:
+    os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+    atomic_write_text(os.path.join(run_dir, CONFIG_FILE), C.dump_yaml(cfg, algo))

@@ -1,0 +1,150 @@
+"""The training loop every algorithm shares.
+
+An algorithm subclasses :class:`Trainer` and supplies its pieces; the base class owns seeding,
+the iteration counter, checkpoints (save, resume, Python-side state), TensorBoard logging with
+explicit steps, the progress bar, the run summary and the export/evaluate plumbing::
+
+    build()              models, optimizers, environments, datasets (nothing written to disk)
+    total_iterations()   the budget in iterations (updates, epochs ...)
+    train_iteration()    one iteration; returns scalar metrics {tag: value}
+    evaluate(episodes)   metrics of the current policy/model
+    export_spec()        an ExportSpec for ``tf_rlnas export``
+    trackables(), python_state(), set_python_state(), arrays(), set_arrays()   checkpoint content
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from tf_rlnas.core.checkpoint import Checkpointer, atomic_write_text
+from tf_rlnas.core.logging import Progress, TBLogger, say
+from tf_rlnas.core.seeding import configure_threads, seed_everything
+
+
+@dataclasses.dataclass
+class ExportSpec:
+    """What ``export`` saves: a tf.Module, its signature functions, and a live check."""
+
+    module: Any
+    signatures: dict[str, Any]
+    examples: dict[str, dict[str, np.ndarray]]  # signature -> inputs
+    expected: dict[str, dict[str, np.ndarray]]  # signature -> outputs of the live model
+
+
+class Trainer:
+    algo: str = ""
+    unit: str = "update"
+
+    def __init__(self, cfg: Any, run_dir: str):
+        import tensorflow as tf
+
+        self.tf = tf
+        self.cfg = cfg
+        self.run_dir = run_dir
+        configure_threads(cfg.run.intra_op_threads, cfg.run.inter_op_threads)
+        seed_everything(cfg.run.seed)
+        self.np_rng = np.random.default_rng(cfg.run.seed)
+        self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        self.build()
+        self.checkpointer = Checkpointer(
+            os.path.join(run_dir, "checkpoints"), cfg.run.keep_checkpoints,
+            trackables={"iteration": self.iteration, **self.trackables()},
+            get_state=self._get_state, set_state=self._set_state,
+            get_arrays=self.arrays if type(self).arrays is not Trainer.arrays else None,
+            set_arrays=self.set_arrays if type(self).set_arrays is not Trainer.set_arrays else None)
+        self._logger: TBLogger | None = None
+
+    # ---- to implement -----------------------------------------------------------------------
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def total_iterations(self) -> int:
+        raise NotImplementedError
+
+    def train_iteration(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def evaluate(self, episodes: int | None = None) -> dict[str, float]:
+        raise NotImplementedError
+
+    def export_spec(self) -> ExportSpec:
+        raise NotImplementedError
+
+    def trackables(self) -> dict:
+        return {}
+
+    def python_state(self) -> dict:
+        return {}
+
+    def set_python_state(self, state: dict) -> None:
+        pass
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+    def progress_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The few metrics shown on the progress bar."""
+        return dict(list(metrics.items())[:3])
+
+    # ---- shared -----------------------------------------------------------------------------
+    def _get_state(self) -> dict:
+        return {"np_rng": self.np_rng.bit_generator.state, "algo": self.python_state()}
+
+    def _set_state(self, state: dict) -> None:
+        self.np_rng.bit_generator.state = state["np_rng"]
+        self.set_python_state(state.get("algo", {}))
+
+    @property
+    def logger(self) -> TBLogger:
+        if self._logger is None:
+            self._logger = TBLogger(os.path.join(self.run_dir, "tb"))
+        return self._logger
+
+    def restore(self) -> str | None:
+        return self.checkpointer.restore()
+
+    def save(self) -> str:
+        return self.checkpointer.save(int(self.iteration.numpy()))
+
+    def fit(self, progress: bool | None = None, on_iteration: Callable[[int], None] | None = None) -> dict:
+        """Train to the budget, resuming from the latest checkpoint if there is one."""
+        cfg = self.cfg.run
+        path = self.restore()
+        start = int(self.iteration.numpy())
+        total = self.total_iterations()
+        if path:
+            say(f"resuming {self.run_dir} from {os.path.basename(path)} ({self.unit} {start}/{total})")
+        bar = Progress(total, start, description=f"{self.algo} {self.unit}s", enabled=progress)
+        metrics: dict[str, float] = {}
+        t0 = time.perf_counter()
+        try:
+            while int(self.iteration.numpy()) < total:
+                metrics = self.train_iteration()
+                self.iteration.assign_add(1)
+                it = int(self.iteration.numpy())
+                if it % cfg.log_every == 0 or it == total:
+                    self.logger.scalars(metrics, step=it)
+                if it % cfg.checkpoint_every == 0 or it == total:
+                    self.save()
+                bar.update(it, self.progress_metrics(metrics))
+                if on_iteration is not None:
+                    on_iteration(it)
+        finally:
+            bar.close()
+            if self._logger is not None:
+                self._logger.flush()
+        summary = {"algo": self.algo, "iterations": int(self.iteration.numpy()),
+                   "wall_seconds_this_session": round(time.perf_counter() - t0, 3),
+                   "final_metrics": {k: float(v) for k, v in metrics.items()}}
+        summary["final_eval"] = {k: float(v) for k, v in self.evaluate().items()}
+        atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))
+        return summary

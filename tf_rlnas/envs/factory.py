@@ -1,0 +1,67 @@
+"""``make_env``: one place that builds, checks and seeds environments.
+
+Package environments are registered under the ``tf_rlnas/`` namespace (``tf_rlnas/OneShotGame-v0``).
+A bad id, a missing optional dependency (MuJoCo) or bad keyword arguments become one
+:class:`UserError` line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from tf_rlnas.errors import UserError
+
+_REGISTERED = False
+
+
+def register_envs() -> None:
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    gym.register(id="tf_rlnas/OneShotGame-v0", entry_point="tf_rlnas.envs.oneshot:OneShotGame")
+    _REGISTERED = True
+
+
+def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None = None,
+             kwargs: dict[str, Any] | None = None) -> gym.Env:
+    """Make ``env_id``; seed its RNG (and its action space's) once with ``seed``."""
+    register_envs()
+    try:
+        env = gym.make(env_id, max_episode_steps=max_episode_steps or None, **(kwargs or {}))
+    except gym.error.Error as e:
+        raise UserError(f"cannot make environment '{env_id}': {e}") from None
+    except ImportError as e:
+        raise UserError(f"environment '{env_id}' needs a missing package ({e.name or e}); "
+                        f"install tf_rlnas with its dependencies (pip install -e .)") from None
+    except (TypeError, ValueError) as e:
+        raise UserError(f"bad env.kwargs for '{env_id}': {e}") from None
+    if seed is not None:
+        env.reset(seed=int(seed))
+        env.action_space.seed(int(seed))
+    return env
+
+
+def env_spaces(env: gym.Env) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(obs_dim, act_dim, act_low, act_high) of a flat Box/Box environment."""
+    obs, act = env.observation_space, env.action_space
+    if not isinstance(act, gym.spaces.Box) or len(act.shape) != 1:
+        raise UserError(f"{env.spec.id if env.spec else env}: this algorithm needs a 1-D continuous "
+                        f"(Box) action space, got {act}")
+    if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
+        raise UserError(f"{env.spec.id if env.spec else env}: this algorithm needs a flat Box "
+                        f"observation space, got {obs}")
+    return int(obs.shape[0]), int(act.shape[0]), act.low.astype(np.float32), act.high.astype(np.float32)
+
+
+def rng_state(env: gym.Env) -> dict:
+    """The environment's RNG state (for identical resumption)."""
+    return {"env": env.unwrapped.np_random.bit_generator.state,
+            "action_space": env.action_space.np_random.bit_generator.state}
+
+
+def set_rng_state(env: gym.Env, state: dict) -> None:
+    env.unwrapped.np_random.bit_generator.state = state["env"]
+    env.action_space.np_random.bit_generator.state = state["action_space"]

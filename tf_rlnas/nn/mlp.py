@@ -1,0 +1,15 @@
+"""Multi-layer perceptrons."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+
+
+def mlp(hidden: Sequence[int], activation: str = "relu", name: str = "mlp",
+        kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform") -> keras.Sequential:
+    """A stack of Dense layers (no output layer): ``hidden`` sizes with ``activation``."""
+    return keras.Sequential([keras.layers.Dense(int(h), activation=activation, name=f"{name}_dense{i}",
+                                                kernel_initializer=kernel_initializer)
+                             for i, h in enumerate(hidden)], name=name)

@@ -1,0 +1,1 @@
+"""Experience storage and return computations."""
