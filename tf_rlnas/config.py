@@ -283,7 +283,9 @@ def resolve(schema: type, files: list[str], sets: list[str], base: dict | None =
 
     Files may carry a top-level ``algo`` key; it is checked by the caller and dropped here.
     """
-    data = dict(base) if base else {}
+    data = to_dict(schema())
+    if base:
+        data = deep_merge(data, base, schema, "the saved config")
     for path in files:
         over = dict(read_yaml(path))
         over.pop("algo", None)

@@ -19,8 +19,8 @@ from tf_rlnas.errors import ConfigError
 class EnvConfig:
     id: str = option("tf_rlnas/OneShotGame-v0", help="gymnasium id (tf_rlnas/OneShotGame-v0, Pendulum-v1, "
                                                      "InvertedPendulum-v5, MountainCarContinuous-v0 ...)")
-    kwargs: dict = option(default_factory=lambda: {"tau": 4.0, "zeta": 0.05, "beta": 1.0},
-                          help="keyword arguments for gymnasium.make (one-shot game: tau, zeta, beta)")
+    kwargs: dict = option(default_factory=dict, help="keyword arguments for gymnasium.make (one-shot game: "
+                                                     "tau 4.0, zeta 0.05, beta 1.0 by default)")
     max_episode_steps: int = option(0, min=0, help="time limit override (0 = the env's own)")
 
 

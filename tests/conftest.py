@@ -1,0 +1,24 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def repo_root():
+    return REPO
+
+
+def tb_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} from a run's TensorBoard event files."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(logdir, size_guidance={"tensors": 0})
+    ea.Reload()
+    return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in ea.Tensors(tag)]
+            for tag in ea.Tags()["tensors"]}
