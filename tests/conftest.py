@@ -8,6 +8,11 @@ import pytest  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_configure(config):
+    # TFP 0.25 compares versions with distutils at import time
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:tensorflow_probability.*")
+
+
 @pytest.fixture
 def repo_root():
     return REPO
