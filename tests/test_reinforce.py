@@ -91,13 +91,16 @@ def test_sigkill_mid_run_then_resume(tmp_path):
            "--set", "train.updates=3000", "--set", "run.checkpoint_every=20", "--run-dir", run_dir, "--no-progress"]
     env = {**os.environ, "PYTHONPATH": REPO}
     proc = subprocess.Popen(cmd, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    index = os.path.join(run_dir, "checkpoints", "checkpoint")
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+
+    def newest_checkpoint() -> int:
+        if not os.path.isdir(ckpt_dir):
+            return 0
+        return max((int(f[5:-6]) for f in os.listdir(ckpt_dir) if f.startswith("ckpt-") and f.endswith(".index")),
+                   default=0)
+
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(index) and "ckpt-100" in "".join(os.listdir(os.path.dirname(index))) or \
-                (os.path.exists(index) and any(f.startswith("ckpt-") and int(f.split("-")[1].split(".")[0]) >= 100
-                                               for f in os.listdir(os.path.dirname(index)) if f.endswith(".index"))):
-            break
+    while time.time() < deadline and proc.poll() is None and newest_checkpoint() < 100:
         time.sleep(0.05)
     assert proc.poll() is None, "training finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
