@@ -55,7 +55,7 @@ class TanhNormal:
 
     def sample_per_dim(self, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(action, per-dimension log-prob terms) for a stateless ``seed``."""
-        x = self.base.sample(seed=seed)
+        x = self.base.sample(seed=tf.cast(seed, tf.int32))  # TFP wants int32 seeds; int64 wraps
         return tf.tanh(x), self.log_prob_per_dim_pre_tanh(x)
 
     def sample(self, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

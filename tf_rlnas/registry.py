@@ -29,6 +29,9 @@ ALGOS: dict[str, AlgoSpec] = {
                           "tf_rlnas.algos.reinforce.config:ReinforceConfig",
                           "tf_rlnas.algos.reinforce.trainer:ReinforceTrainer",
                           "tf_rlnas.algos.reinforce.bench:run"),
+    "sac": AlgoSpec("sac", "Soft Actor-Critic (twin fused critics, automatic entropy tuning)",
+                    "tf_rlnas.algos.sac.config:SACConfig", "tf_rlnas.algos.sac.trainer:SACTrainer",
+                    "tf_rlnas.algos.sac.bench:run"),
 }
 
 

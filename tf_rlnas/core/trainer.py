@@ -91,6 +91,10 @@ class Trainer:
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         pass
 
+    def log_step(self) -> int:
+        """The global step of TensorBoard writes (default: the iteration; off-policy RL: env steps)."""
+        return int(self.iteration.numpy())
+
     def progress_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """The few metrics shown on the progress bar."""
         return dict(list(metrics.items())[:3])
@@ -125,17 +129,21 @@ class Trainer:
             say(f"resuming {self.run_dir} from {os.path.basename(path)} ({self.unit} {start}/{total})")
         bar = Progress(total, start, description=f"{self.algo} {self.unit}s", enabled=progress)
         metrics: dict[str, float] = {}
+        shown: dict[str, float] = {}
         t0 = time.perf_counter()
         try:
             while int(self.iteration.numpy()) < total:
-                metrics = self.train_iteration()
+                step_metrics = self.train_iteration()  # may be {} when nothing is due for logging
                 self.iteration.assign_add(1)
                 it = int(self.iteration.numpy())
-                if it % cfg.log_every == 0 or it == total:
-                    self.logger.scalars(metrics, step=it)
+                if step_metrics:
+                    metrics = {**metrics, **step_metrics}
+                    if it % cfg.log_every == 0 or it == total:
+                        self.logger.scalars(step_metrics, step=self.log_step())
+                    shown = self.progress_metrics(metrics)
                 if it % cfg.checkpoint_every == 0 or it == total:
                     self.save()
-                bar.update(it, self.progress_metrics(metrics))
+                bar.update(it, shown)
                 if on_iteration is not None:
                     on_iteration(it)
         finally:

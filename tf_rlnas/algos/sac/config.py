@@ -1,0 +1,61 @@
+"""SAC config schema (defaults = pranz24/ACE's SAC: 2x256, Adam 3e-4, batch 256, tau 0.005,
+gamma 0.99, 10k random start steps, 1 update per env step, target entropy -|A|)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from tf_rlnas.config import RunConfig, option
+from tf_rlnas.errors import ConfigError
+
+
+@dataclasses.dataclass
+class SACEnvConfig:
+    id: str = option("HalfCheetah-v5", help="gymnasium id with Box observations and actions")
+    kwargs: dict = option(default_factory=dict, help="keyword arguments for gymnasium.make")
+    max_episode_steps: int = option(0, min=0, help="time limit override (0 = the env's own)")
+    num_envs: int = option(1, min=1, help="parallel training environments (gymnasium SyncVectorEnv)")
+
+
+@dataclasses.dataclass
+class SACAgentConfig:
+    actor_hidden: list[int] = option([256, 256], help="actor hidden sizes")
+    critic_hidden: list[int] = option([256, 256], help="critic hidden sizes (twin critics, fused)")
+    actor_lr: float = option(3e-4, min=0.0)
+    critic_lr: float = option(3e-4, min=0.0)
+    alpha_lr: float = option(3e-4, min=0.0)
+    gamma: float = option(0.99, min=0.0, max=1.0)
+    tau: float = option(0.005, min=0.0, max=1.0, help="Polyak factor of the target critics")
+    init_alpha: float = option(1.0, min=0.0, help="initial entropy temperature")
+    autotune_alpha: bool = option(True, help="automatic entropy tuning")
+    target_entropy: Optional[float] = option(None, help="default -|A|")
+    log_std_min: float = option(-20.0)
+    log_std_max: float = option(2.0)
+    policy_every: int = option(1, min=1, help="actor, alpha and target updates every N critic updates")
+
+
+@dataclasses.dataclass
+class SACTrainConfig:
+    total_env_steps: int = option(1_000_000, min=1, resume_ok=True, help="the budget in env steps")
+    buffer_size: int = option(1_000_000, min=1)
+    batch_size: int = option(256, min=1)
+    start_steps: int = option(10_000, min=0, help="uniform random actions for the first N env steps")
+    updates_per_step: float = option(1.0, min=0.0, help="gradient updates per env step")
+    update_every: int = option(1, min=1, help="env steps between update calls (each call runs "
+                                              "update_every * updates_per_step updates in one graph)")
+    jit_compile: bool = option(False, help="XLA-compile the update (not faster on CPU for small MLPs)")
+    eval_every: int = option(5000, min=0, resume_ok=True, help="evaluate every N env steps (0 = at end)")
+    eval_episodes: int = option(10, min=1, resume_ok=True)
+
+    def validate(self) -> None:
+        if self.batch_size > self.buffer_size:
+            raise ConfigError("config key 'train.batch_size' must not exceed train.buffer_size")
+
+
+@dataclasses.dataclass
+class SACConfig:
+    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10_000, log_every=1000))
+    env: SACEnvConfig = dataclasses.field(default_factory=SACEnvConfig)
+    agent: SACAgentConfig = dataclasses.field(default_factory=SACAgentConfig)
+    train: SACTrainConfig = dataclasses.field(default_factory=SACTrainConfig)

@@ -1,0 +1,126 @@
+"""The SAC learner. ``train(batches)`` runs K updates (critics, actor, alpha, Polyak targets) inside
+ONE ``tf.function`` (a ``tf.range`` loop over a [K, B, ...] stack of replay batches).
+
+Critic target:  y = r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s'))
+Actor loss:     mean(alpha log pi(a|s) - min_i Q_i(s, a))
+Alpha loss:     -mean(log_alpha (log pi(a|s) + target_entropy))
+
+``log pi`` is ``entropy_log_prob(per-dimension terms)``: their plain sum here; ACE overrides it
+with causality weights (the one hook ACE needs).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_rlnas.algos.sac.networks import TanhGaussianActor, TwinCritic
+
+
+class SACLearner(tf.Module):
+    def __init__(self, obs_dim: int, act_dim: int, agent_cfg, seed: int, jit_compile: bool = False):
+        super().__init__(name="sac")
+        c = agent_cfg
+        self.cfg, self.obs_dim, self.act_dim = c, obs_dim, act_dim
+        self.actor = TanhGaussianActor(obs_dim, act_dim, c.actor_hidden, c.log_std_min, c.log_std_max)
+        self.critic = TwinCritic(obs_dim, act_dim, c.critic_hidden)
+        self.target_critic = TwinCritic(obs_dim, act_dim, c.critic_hidden, name="target_critic")
+        for t, s in zip(self.target_critic.weights, self.critic.weights):
+            t.assign(s)
+        self.log_alpha = tf.Variable(np.log(c.init_alpha), dtype=tf.float32, name="log_alpha")
+        self.target_entropy = float(-act_dim if c.target_entropy is None else c.target_entropy)
+        self.actor_opt = keras.optimizers.Adam(c.actor_lr)
+        self.critic_opt = keras.optimizers.Adam(c.critic_lr)
+        self.alpha_opt = keras.optimizers.Adam(c.alpha_lr)
+        self.actor_opt.build(self.actor.trainable_variables)
+        self.critic_opt.build(self.critic.trainable_variables)
+        self.alpha_opt.build([self.log_alpha])
+        self.rng = tf.random.Generator.from_seed(seed)
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
+        obs_spec = tf.TensorSpec([None, obs_dim], tf.float32)
+        self.act = tf.function(self._act, input_signature=[obs_spec, tf.TensorSpec([], tf.bool)])
+        batch_spec = {"obs": tf.TensorSpec([None, None, obs_dim], tf.float32),
+                      "actions": tf.TensorSpec([None, None, act_dim], tf.float32),
+                      "rewards": tf.TensorSpec([None, None], tf.float32),
+                      "next_obs": tf.TensorSpec([None, None, obs_dim], tf.float32),
+                      "terminated": tf.TensorSpec([None, None], tf.float32)}
+        self.train = tf.function(self._train, input_signature=[batch_spec], jit_compile=jit_compile)
+        self.build_extra()
+
+    def build_extra(self) -> None:
+        """Hook for subclasses (ACE) to add state before checkpoints are made."""
+        return None
+
+    def trackables(self) -> dict:
+        return {"actor": self.actor, "critic": self.critic, "target_critic": self.target_critic,
+                "log_alpha": self.log_alpha, "actor_opt": self.actor_opt, "critic_opt": self.critic_opt,
+                "alpha_opt": self.alpha_opt, "rng": self.rng, "updates": self.updates}
+
+    # ---- acting -------------------------------------------------------------------------------
+    def _act(self, obs, deterministic):
+        dist = self.actor.dist(obs)
+        return tf.cond(deterministic, dist.mode, lambda: dist.sample(self.rng.make_seeds(1)[:, 0])[0])
+
+    # ---- update -------------------------------------------------------------------------------
+    def entropy_log_prob(self, per_dim: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(per_dim, axis=-1)
+
+    def _critic_step(self, b, alpha, seed):
+        next_a, next_lp_dim = self.actor.dist(b["next_obs"]).sample_per_dim(seed)
+        next_lp = self.entropy_log_prob(next_lp_dim)
+        q_next = tf.reduce_min(self.target_critic(b["next_obs"], next_a), axis=0)
+        y = b["rewards"] + self.cfg.gamma * (1.0 - b["terminated"]) * (q_next - alpha * next_lp)
+        y = tf.stop_gradient(y)
+        with tf.GradientTape() as tape:
+            q = self.critic(b["obs"], b["actions"])
+            loss = 0.5 * tf.reduce_sum(tf.reduce_mean(tf.square(q - y[None]), axis=1))
+        grads = tape.gradient(loss, self.critic.trainable_variables)
+        self.critic_opt.apply_gradients(zip(grads, self.critic.trainable_variables))
+        return loss, tf.reduce_mean(q)
+
+    def _actor_step(self, b, seed):
+        alpha = tf.exp(self.log_alpha)
+        with tf.GradientTape() as tape:
+            a, lp_dim = self.actor.dist(b["obs"]).sample_per_dim(seed)
+            lp = self.entropy_log_prob(lp_dim)
+            q = tf.reduce_min(self.critic(b["obs"], a), axis=0)
+            actor_loss = tf.reduce_mean(alpha * lp - q)
+        grads = tape.gradient(actor_loss, self.actor.trainable_variables)
+        self.actor_opt.apply_gradients(zip(grads, self.actor.trainable_variables))
+        self.after_actor_grads(grads)
+        lp = tf.stop_gradient(lp)
+        if self.cfg.autotune_alpha:
+            with tf.GradientTape() as tape:
+                alpha_loss = -tf.reduce_mean(self.log_alpha * (lp + self.target_entropy))
+            self.alpha_opt.apply_gradients([(tape.gradient(alpha_loss, self.log_alpha), self.log_alpha)])
+        else:
+            alpha_loss = tf.constant(0.0)
+        self.polyak(self.critic.weights, self.target_critic.weights, self.cfg.tau)
+        return actor_loss, alpha_loss, -tf.reduce_mean(lp)
+
+    def after_actor_grads(self, grads) -> None:
+        """Hook: ACE measures gradient dormancy here."""
+        return None
+
+    @staticmethod
+    def polyak(source, target, tau: float) -> None:
+        for s, t in zip(source, target):
+            t.assign((1.0 - tau) * t + tau * s)
+
+    def _train(self, batches):
+        k = tf.shape(batches["rewards"])[0]
+        zero = tf.constant(0.0)
+        metrics = (zero, zero, zero, zero, zero)
+        for i in tf.range(k):
+            b = {key: v[i] for key, v in batches.items()}
+            seeds = self.rng.make_seeds(2)
+            alpha = tf.exp(self.log_alpha)
+            critic_loss, mean_q = self._critic_step(b, alpha, seeds[:, 0])
+            self.updates.assign_add(1)
+            do_policy = tf.equal(self.updates % self.cfg.policy_every, 0)
+            actor_loss, alpha_loss, entropy = tf.cond(
+                do_policy, lambda: self._actor_step(b, seeds[:, 1]), lambda: (metrics[2], metrics[3], metrics[4]))
+            metrics = (critic_loss, mean_q, actor_loss, alpha_loss, entropy)
+        return {"critic_loss": metrics[0], "mean_q": metrics[1], "actor_loss": metrics[2],
+                "alpha_loss": metrics[3], "entropy": metrics[4], "alpha": tf.exp(self.log_alpha)}

@@ -1,0 +1,222 @@
+"""SAC trainer: gymnasium vector envs -> replay -> fused K-update tf.function calls.
+
+One iteration = one vector-env step (``num_envs`` env steps). TensorBoard steps are env steps.
+Tags: ``train/episode_return``, ``train/episode_length``, ``train/critic_loss``, ``train/actor_loss``,
+``train/alpha_loss``, ``train/alpha``, ``train/mean_q``, ``train/entropy``, ``train/env_steps_per_s``,
+``train/updates_per_s``, ``eval/return``, ``eval/return_std``, ``eval/best_return``.
+
+Resume restores models, optimizers, alpha, counters, RNG states and the replay buffer; the
+environments start fresh episodes (a simulator's mid-episode state is not checkpointed).
+The best evaluation's actor and critics are kept in ``checkpoints/best/`` beside the latest.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from tf_rlnas.algos.sac.learner import SACLearner
+from tf_rlnas.core.seeding import derive_seeds
+from tf_rlnas.core.trainer import ExportSpec, Trainer
+from tf_rlnas.envs.factory import env_spaces, make_env, rng_state, set_rng_state
+from tf_rlnas.envs.rollout import collect_episodes
+from tf_rlnas.replay.uniform import ReplayBuffer, VectorTransitions
+
+
+class SACTrainer(Trainer):
+    algo = "sac"
+    unit = "step"
+    learner_cls = SACLearner
+
+    def build(self) -> None:
+        cfg = self.cfg
+        n = cfg.env.num_envs
+        seeds = derive_seeds(cfg.run.seed, n + 1, salt=11)
+        self.env_seeds, self.eval_seed = seeds[:n], seeds[n]
+        self.venv = gym.vector.SyncVectorEnv([lambda s=s: self._make_env(s) for s in self.env_seeds])
+        self.obs_dim, self.act_dim, self.low, self.high = env_spaces(self.venv.envs[0])
+        self.learner = self.learner_cls(self.obs_dim, self.act_dim, cfg.agent,
+                                        seed=derive_seeds(cfg.run.seed, 1, salt=12)[0],
+                                        jit_compile=cfg.train.jit_compile)
+        self.buffer = ReplayBuffer(cfg.train.buffer_size, self.obs_dim, self.act_dim)
+        self.env_steps = 0
+        self.episodes = 0
+        self.best_eval = -np.inf
+        self.next_eval = cfg.train.eval_every or 0
+        self.eval_envs = None
+        self.last_eval: dict[str, float] = {}
+        self._obs = None
+        self._window = (time.perf_counter(), 0, 0)  # (t, env steps, updates) at the last log
+        self._pending_updates = 0.0
+        self._last_update: dict = {}
+        self.best = tf.train.CheckpointManager(
+            tf.train.Checkpoint(actor=self.learner.actor, critic=self.learner.critic),
+            os.path.join(self.run_dir, "checkpoints", "best"), max_to_keep=1)
+
+    def _make_env(self, seed: int):
+        c = self.cfg.env
+        return make_env(c.id, seed=seed, max_episode_steps=c.max_episode_steps, kwargs=c.kwargs)
+
+    def total_iterations(self) -> int:
+        return -(-self.cfg.train.total_env_steps // self.cfg.env.num_envs)
+
+    def log_step(self) -> int:
+        return self.env_steps
+
+    # ---- checkpoint content -------------------------------------------------------------------
+    def trackables(self) -> dict:
+        return self.learner.trackables()
+
+    def python_state(self) -> dict:
+        return {"env_steps": self.env_steps, "episodes": self.episodes, "best_eval": float(self.best_eval),
+                "next_eval": self.next_eval, "pending_updates": self._pending_updates,
+                "envs": [rng_state(e) for e in self.venv.envs]}
+
+    def set_python_state(self, s: dict) -> None:
+        self.env_steps, self.episodes = int(s["env_steps"]), int(s["episodes"])
+        self.best_eval, self.next_eval = float(s["best_eval"]), int(s["next_eval"])
+        self._pending_updates = float(s["pending_updates"])
+        for env, st in zip(self.venv.envs, s["envs"]):
+            set_rng_state(env, st)
+        self._obs = None  # fresh episodes, from the restored RNG streams
+
+    def arrays(self) -> dict:
+        return {f"replay_{k}": v for k, v in self.buffer.state().items()}
+
+    def set_arrays(self, arrays: dict) -> None:
+        self.buffer.load_state({k[len("replay_"):]: v for k, v in arrays.items() if k.startswith("replay_")})
+
+    # ---- one vector step ----------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._obs, _ = self.venv.reset()
+        self._obs = self._obs.astype(np.float32)
+        self._transitions = VectorTransitions(self.cfg.env.num_envs)
+        self._ep_ret = np.zeros(self.cfg.env.num_envs)
+        self._ep_len = np.zeros(self.cfg.env.num_envs, np.int64)
+        self._finished: list[tuple[float, int]] = []
+
+    def scale(self, a: np.ndarray) -> np.ndarray:
+        return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards, next_obs, terminated, truncated) -> None:
+        """Store a vector step's transitions (hook: ACE also fills its local causal buffer)."""
+        (o, a, r, o2, d), keep = self._transitions(obs, actions, rewards, next_obs, terminated, truncated)
+        self.buffer.add(o, a, r, o2, d)
+        self.env_steps += int(keep.sum())
+        self._ep_ret[keep] += rewards[keep]
+        self._ep_len[keep] += 1
+        for i in np.flatnonzero(keep & (terminated | truncated)):
+            self._finished.append((float(self._ep_ret[i]), int(self._ep_len[i])))
+            self._ep_ret[i], self._ep_len[i] = 0.0, 0
+            self.episodes += 1
+
+    def train_iteration(self) -> dict[str, float]:
+        cfg, t = self.cfg, self.cfg.train
+        if self._obs is None:
+            self._reset()
+        n = cfg.env.num_envs
+        if self.env_steps < t.start_steps:
+            actions = self.np_rng.uniform(-1.0, 1.0, size=(n, self.act_dim)).astype(np.float32)
+        else:
+            actions = self.learner.act(tf.constant(self._obs), tf.constant(False)).numpy()
+        next_obs, rewards, term, trunc, _ = self.venv.step(self.scale(actions))
+        next_obs = next_obs.astype(np.float32)
+        self.observe(self._obs, actions, rewards.astype(np.float32), next_obs, term, trunc)
+        self._obs = next_obs
+        self._pending_updates += n * t.updates_per_step
+        it = int(self.iteration.numpy()) + 1
+        if it % t.update_every == 0 and len(self.buffer) >= t.batch_size and self.env_steps >= t.start_steps:
+            k = int(self._pending_updates)
+            if k > 0:
+                self._pending_updates -= k
+                self._last_update = self.learner.train(self.buffer.sample(self.np_rng, t.batch_size, k))
+        else:
+            self._pending_updates = min(self._pending_updates, n * t.updates_per_step * t.update_every)
+        if t.eval_every and self.env_steps >= self.next_eval:
+            self.next_eval += t.eval_every
+            self.last_eval = self._evaluate_and_keep_best()
+            self.logger.scalars(self.last_eval, step=self.env_steps)
+        if it % cfg.run.log_every == 0 or it == self.total_iterations():
+            return self._train_metrics()
+        return {}
+
+    def _train_metrics(self) -> dict[str, float]:
+        out = {f"train/{k}": float(v.numpy()) for k, v in self._last_update.items()}
+        if self._finished:
+            out["train/episode_return"] = float(np.mean([r for r, _ in self._finished]))
+            out["train/episode_length"] = float(np.mean([l for _, l in self._finished]))
+            self._finished = []
+        now, updates = time.perf_counter(), int(self.learner.updates.numpy())
+        t0, s0, u0 = self._window
+        if now > t0 and self.env_steps > s0:
+            out["train/env_steps_per_s"] = (self.env_steps - s0) / (now - t0)
+            out["train/updates_per_s"] = (updates - u0) / (now - t0)
+        self._window = (now, self.env_steps, updates)
+        out.update(self.extra_metrics())
+        return out
+
+    def extra_metrics(self) -> dict[str, float]:
+        return {}
+
+    def _evaluate_and_keep_best(self) -> dict[str, float]:
+        ev = self.evaluate()
+        if ev["eval/return"] > self.best_eval:
+            self.best_eval = ev["eval/return"]
+            self.best.save(checkpoint_number=self.env_steps)
+        ev["eval/best_return"] = self.best_eval
+        return ev
+
+    def progress_metrics(self, metrics):
+        metrics = {**metrics, **self.last_eval}
+        return {k: metrics[k] for k in ("train/episode_return", "eval/return", "train/alpha") if k in metrics}
+
+    # ---- evaluation and export ------------------------------------------------------------------
+    def deterministic_action(self, obs: np.ndarray) -> np.ndarray:
+        return self.scale(self.learner.act(tf.constant(obs, tf.float32), tf.constant(True)).numpy())
+
+    def evaluate(self, episodes: int | None = None) -> dict[str, float]:
+        n = episodes or self.cfg.train.eval_episodes
+        if self.eval_envs is None or len(self.eval_envs) != n:
+            self.eval_envs = [self._make_env(s) for s in derive_seeds(self.eval_seed, n, salt=13)]
+        eps = collect_episodes(self.eval_envs, self.deterministic_action, self.low, self.high)
+        rets = np.array([e.ret for e in eps])
+        return {"eval/return": float(rets.mean()), "eval/return_std": float(rets.std()),
+                "eval/length": float(np.mean([len(e) for e in eps]))}
+
+    def export_spec(self) -> ExportSpec:
+        module = TanhPolicyModule(self.learner.actor, self.low, self.high)
+        env = self._make_env(4242)
+        obs = np.stack([env.observation_space.sample() for _ in range(4)]).astype(np.float32)
+        obs = np.clip(obs, -5, 5)
+        seed = np.int64(3)
+        return ExportSpec(module, {"serving_default": module.serving_default, "sample": module.sample},
+                          {"serving_default": {"obs": obs}, "sample": {"obs": obs, "seed": seed}},
+                          {"serving_default": {"action": self.deterministic_action(obs)},
+                           "sample": {"action": module.sample(tf.constant(obs), tf.constant(seed))["action"].numpy()}})
+
+
+class TanhPolicyModule(tf.Module):
+    """``serving_default(obs) -> action`` (tanh of the mean, scaled to the action box) and
+    ``sample(obs, seed) -> action`` (a stateless tanh-Gaussian sample, scaled)."""
+
+    def __init__(self, actor, low, high):
+        super().__init__(name="tanh_policy")
+        self.actor = actor
+        self.low, self.high = tf.constant(low, tf.float32), tf.constant(high, tf.float32)
+        spec = tf.TensorSpec([None, actor.obs_dim], tf.float32, name="obs")
+        self.serving_default = tf.function(self._mode, input_signature=[spec])
+        self.sample = tf.function(self._sample, input_signature=[spec, tf.TensorSpec([], tf.int64, name="seed")])
+
+    def _scale(self, a):
+        return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
+
+    def _mode(self, obs):
+        return {"action": self._scale(self.actor.dist(obs).mode())}
+
+    def _sample(self, obs, seed):
+        a, _ = self.actor.dist(obs).sample(tf.stack([seed, tf.constant(1, tf.int64)]))
+        return {"action": self._scale(a)}
