@@ -25,5 +25,9 @@ def tb_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
 
     ea = EventAccumulator(logdir, size_guidance={"tensors": 0})
     ea.Reload()
-    return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in ea.Tensors(tag)]
-            for tag in ea.Tags()["tensors"]}
+    out = {}
+    for tag in ea.Tags()["tensors"]:
+        values = [(e.step, tf.make_ndarray(e.tensor_proto)) for e in ea.Tensors(tag)]
+        if values and values[0][1].ndim == 0 and values[0][1].dtype.kind == "f":  # scalars only
+            out[tag] = [(s, float(v)) for s, v in values]
+    return out

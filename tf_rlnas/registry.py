@@ -32,6 +32,9 @@ ALGOS: dict[str, AlgoSpec] = {
     "sac": AlgoSpec("sac", "Soft Actor-Critic (twin fused critics, automatic entropy tuning)",
                     "tf_rlnas.algos.sac.config:SACConfig", "tf_rlnas.algos.sac.trainer:SACTrainer",
                     "tf_rlnas.algos.sac.bench:run"),
+    "ace": AlgoSpec("ace", "ACE: SAC + causality-aware entropy + dormancy-guided soft resets",
+                    "tf_rlnas.algos.ace.config:ACEConfig", "tf_rlnas.algos.ace.trainer:ACETrainer",
+                    "tf_rlnas.algos.sac.bench:run"),
 }
 
 

@@ -59,6 +59,7 @@ class Trainer:
             get_arrays=self.arrays if type(self).arrays is not Trainer.arrays else None,
             set_arrays=self.set_arrays if type(self).set_arrays is not Trainer.set_arrays else None)
         self._logger: TBLogger | None = None
+        self.progress_enabled = False
 
     # ---- to implement -----------------------------------------------------------------------
     def build(self) -> None:
@@ -128,6 +129,7 @@ class Trainer:
         if path:
             say(f"resuming {self.run_dir} from {os.path.basename(path)} ({self.unit} {start}/{total})")
         bar = Progress(total, start, description=f"{self.algo} {self.unit}s", enabled=progress)
+        self.progress_enabled = bar.enabled
         metrics: dict[str, float] = {}
         shown: dict[str, float] = {}
         t0 = time.perf_counter()

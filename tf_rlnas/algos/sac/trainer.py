@@ -102,8 +102,8 @@ class SACTrainer(Trainer):
     def scale(self, a: np.ndarray) -> np.ndarray:
         return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
 
-    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards, next_obs, terminated, truncated) -> None:
-        """Store a vector step's transitions (hook: ACE also fills its local causal buffer)."""
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards, next_obs, terminated, truncated) -> tuple:
+        """Store a vector step's transitions; returns them (ACE also fills its causal buffer)."""
         (o, a, r, o2, d), keep = self._transitions(obs, actions, rewards, next_obs, terminated, truncated)
         self.buffer.add(o, a, r, o2, d)
         self.env_steps += int(keep.sum())
@@ -113,6 +113,7 @@ class SACTrainer(Trainer):
             self._finished.append((float(self._ep_ret[i]), int(self._ep_len[i])))
             self._ep_ret[i], self._ep_len[i] = 0.0, 0
             self.episodes += 1
+        return o, a, r
 
     def train_iteration(self) -> dict[str, float]:
         cfg, t = self.cfg, self.cfg.train
@@ -136,6 +137,7 @@ class SACTrainer(Trainer):
                 self._last_update = self.learner.train(self.buffer.sample(self.np_rng, t.batch_size, k))
         else:
             self._pending_updates = min(self._pending_updates, n * t.updates_per_step * t.update_every)
+        self.after_step()
         if t.eval_every and self.env_steps >= self.next_eval:
             self.next_eval += t.eval_every
             self.last_eval = self._evaluate_and_keep_best()
@@ -158,6 +160,9 @@ class SACTrainer(Trainer):
         self._window = (now, self.env_steps, updates)
         out.update(self.extra_metrics())
         return out
+
+    def after_step(self) -> None:
+        """Hook run after every vector step and its updates (ACE: causal refits, resets)."""
 
     def extra_metrics(self) -> dict[str, float]:
         return {}
