@@ -29,6 +29,8 @@ setup(
         "rich>=13",
         "numpy>=1.26,<3",
         "scikit-learn>=1.4",
+        "lingam>=1.9",
+        "threadpoolctl>=3",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2"],
