@@ -65,8 +65,10 @@ def test_perturb_factor():
     assert abs(perturb_factor("reset", 0.3, np.ones(3)) - 0.7) < 1e-12
     assert perturb_factor("reset", 0.95, np.ones(3)) == 0.2
     assert perturb_factor("reset", 0.0, np.ones(3)) == 0.9
-    w = np.array([0.9, 1.0, 1.1])  # spread 0.2: 1.5 - exp(-1.6)
-    assert abs(perturb_factor("causal_reset", 0.0, w) - (1.5 - np.exp(-1.6))) < 1e-9
+    w = np.array([0.975, 1.0, 1.025])  # spread 0.05: 1.5 - exp(-0.4) = 0.83
+    assert abs(perturb_factor("causal_reset", 0.0, w) - (1.5 - np.exp(-0.4))) < 1e-9
+    assert perturb_factor("causal_reset", 0.0, np.array([0.5, 1.0, 1.5])) == 0.9  # capped
+    assert perturb_factor("causal_reset", 0.0, np.ones(3)) == 0.5
 
 
 def test_causal_weights_recover_sign_and_ranking():
