@@ -56,3 +56,26 @@ def collect_episodes(envs: Sequence[gym.Env], policy: Callable[[np.ndarray], np.
                 still.append(i)
         active = still
     return result  # type: ignore[return-value]
+
+
+class Evaluator:
+    """Deterministic evaluation episodes on environments seeded apart from training.
+
+    The environments are made once per episode count and keep their RNG streams, so successive
+    evaluations see fresh (but reproducible) initial states.
+    """
+
+    def __init__(self, make_env: Callable[[int], gym.Env], seed: int, salt: int):
+        from tf_rlnas.core.seeding import derive_seeds
+
+        self._make_env, self._seeds = make_env, lambda n: derive_seeds(seed, n, salt=salt)
+        self._envs: list[gym.Env] = []
+
+    def __call__(self, policy: Callable[[np.ndarray], np.ndarray], episodes: int,
+                 low: np.ndarray, high: np.ndarray) -> dict[str, float]:
+        if len(self._envs) != episodes:
+            self._envs = [self._make_env(s) for s in self._seeds(episodes)]
+        eps = collect_episodes(self._envs, policy, low, high)
+        rets = np.array([e.ret for e in eps])
+        return {"eval/return": float(rets.mean()), "eval/return_std": float(rets.std()),
+                "eval/length": float(np.mean([len(e) for e in eps]))}

@@ -19,7 +19,7 @@ from tf_rlnas.algos.reinforce.learner import ReinforceLearner
 from tf_rlnas.core.seeding import derive_seeds
 from tf_rlnas.core.trainer import ExportSpec, Trainer
 from tf_rlnas.envs.factory import env_spaces, make_env, rng_state, set_rng_state
-from tf_rlnas.envs.rollout import Episode, collect_episodes
+from tf_rlnas.envs.rollout import Episode, Evaluator, collect_episodes
 from tf_rlnas.replay.returns import discounted_returns, gae
 
 ONESHOT_ID = "tf_rlnas/OneShotGame-v0"
@@ -34,8 +34,7 @@ class ReinforceTrainer(Trainer):
         n = cfg.train.episodes_per_update
         seeds = derive_seeds(cfg.run.seed, n + 1, salt=1)
         self.envs = [self._make_env(s) for s in seeds[:n]]
-        self.eval_seed = seeds[n]
-        self.eval_envs = None
+        self.evaluator = Evaluator(self._make_env, seeds[n], salt=3)
         self.obs_dim, self.act_dim, self.low, self.high = env_spaces(self.envs[0])
         self.oneshot = cfg.env.id == ONESHOT_ID
         self.learner = ReinforceLearner(self.obs_dim, self.act_dim, cfg, seed=derive_seeds(cfg.run.seed, 1, 2)[0])
@@ -123,13 +122,7 @@ class ReinforceTrainer(Trainer):
 
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         """Deterministic (mean-action) episodes on environments seeded apart from training."""
-        n = episodes or self.cfg.train.eval_episodes
-        if self.eval_envs is None or len(self.eval_envs) != n:
-            self.eval_envs = [self._make_env(s) for s in derive_seeds(self.eval_seed, n, salt=3)]
-        eps = collect_episodes(self.eval_envs, self.mean_action, self.low, self.high)
-        returns = np.array([e.ret for e in eps])
-        out = {"eval/return": float(returns.mean()), "eval/return_std": float(returns.std()),
-               "eval/length": float(np.mean([len(e) for e in eps]))}
+        out = self.evaluator(self.mean_action, episodes or self.cfg.train.eval_episodes, self.low, self.high)
         if self.oneshot:
             mu, sigma = self.learner.actor(tf.ones((1, self.obs_dim)))
             out["eval/mu"] = float(mu.numpy()[0, 0])

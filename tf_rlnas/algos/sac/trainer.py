@@ -23,7 +23,7 @@ from tf_rlnas.algos.sac.learner import SACLearner
 from tf_rlnas.core.seeding import derive_seeds
 from tf_rlnas.core.trainer import ExportSpec, Trainer
 from tf_rlnas.envs.factory import env_spaces, make_env, rng_state, set_rng_state
-from tf_rlnas.envs.rollout import collect_episodes
+from tf_rlnas.envs.rollout import Evaluator
 from tf_rlnas.replay.uniform import ReplayBuffer, VectorTransitions
 
 
@@ -36,7 +36,8 @@ class SACTrainer(Trainer):
         cfg = self.cfg
         n = cfg.env.num_envs
         seeds = derive_seeds(cfg.run.seed, n + 1, salt=11)
-        self.env_seeds, self.eval_seed = seeds[:n], seeds[n]
+        self.env_seeds = seeds[:n]
+        self.evaluator = Evaluator(self._make_env, seeds[n], salt=13)
         self.venv = gym.vector.SyncVectorEnv([lambda s=s: self._make_env(s) for s in self.env_seeds])
         self.obs_dim, self.act_dim, self.low, self.high = env_spaces(self.venv.envs[0])
         self.learner = self.learner_cls(self.obs_dim, self.act_dim, cfg.agent,
@@ -47,7 +48,6 @@ class SACTrainer(Trainer):
         self.episodes = 0
         self.best_eval = -np.inf
         self.next_eval = cfg.train.eval_every or 0
-        self.eval_envs = None
         self.last_eval: dict[str, float] = {}
         self._obs = None
         self._window = (time.perf_counter(), 0, 0)  # (t, env steps, updates) at the last log
@@ -184,13 +184,8 @@ class SACTrainer(Trainer):
         return self.scale(self.learner.act(tf.constant(obs, tf.float32), tf.constant(True)).numpy())
 
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
-        n = episodes or self.cfg.train.eval_episodes
-        if self.eval_envs is None or len(self.eval_envs) != n:
-            self.eval_envs = [self._make_env(s) for s in derive_seeds(self.eval_seed, n, salt=13)]
-        eps = collect_episodes(self.eval_envs, self.deterministic_action, self.low, self.high)
-        rets = np.array([e.ret for e in eps])
-        return {"eval/return": float(rets.mean()), "eval/return_std": float(rets.std()),
-                "eval/length": float(np.mean([len(e) for e in eps]))}
+        return self.evaluator(self.deterministic_action, episodes or self.cfg.train.eval_episodes,
+                              self.low, self.high)
 
     def export_spec(self) -> ExportSpec:
         module = TanhPolicyModule(self.learner.actor, self.low, self.high)
