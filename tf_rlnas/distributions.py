@@ -37,6 +37,9 @@ def tanh_log_det_jacobian(x: tf.Tensor) -> tf.Tensor:
     return 2.0 * (_LOG2 - x - tf.nn.softplus(-2.0 * x))
 
 
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
 class TanhNormal:
     """``a = tanh(x)``, ``x ~ N(loc, scale)`` per dimension.
 
@@ -54,9 +57,14 @@ class TanhNormal:
         return self.base.log_prob(x) - tanh_log_det_jacobian(x)
 
     def sample_per_dim(self, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(action, per-dimension log-prob terms) for a stateless ``seed``."""
-        x = self.base.sample(seed=tf.cast(seed, tf.int32))  # TFP wants int32 seeds; int64 wraps
-        return tf.tanh(x), self.log_prob_per_dim_pre_tanh(x)
+        """(action, per-dimension log-prob terms) for a stateless ``seed``.
+
+        x = loc + scale * z with z ~ N(0, 1), so log N(x) = -z^2/2 - log scale - log(2 pi)/2 is
+        computed from z directly (fewer ops in the SAC update than TFP's sample + log_prob)."""
+        z = tf.random.stateless_normal(tf.shape(self.loc), tf.cast(seed, tf.int32), dtype=self.loc.dtype)
+        x = self.loc + self.scale * z
+        log_n = -0.5 * tf.square(z) - tf.math.log(self.scale) - _HALF_LOG_2PI
+        return tf.tanh(x), log_n - tanh_log_det_jacobian(x)
 
     def sample(self, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(action, log-prob summed over the last axis)."""

@@ -108,6 +108,17 @@ class Trainer:
         self.np_rng.bit_generator.state = state["np_rng"]
         self.set_python_state(state.get("algo", {}))
 
+    def done(self) -> bool:
+        """Whether the budget is spent (default: ``total_iterations()`` iterations made)."""
+        return int(self.iteration.numpy()) >= self.total_iterations()
+
+    def progress_position(self) -> int:
+        """Position on the progress bar, in ``unit``s (default: iterations)."""
+        return int(self.iteration.numpy())
+
+    def progress_total(self) -> int:
+        return self.total_iterations()
+
     @property
     def logger(self) -> TBLogger:
         if self._logger is None:
@@ -124,8 +135,7 @@ class Trainer:
         """Train to the budget, resuming from the latest checkpoint if there is one."""
         cfg = self.cfg.run
         path = self.restore()
-        start = int(self.iteration.numpy())
-        total = self.total_iterations()
+        start, total = self.progress_position(), self.progress_total()
         if path:
             say(f"resuming {self.run_dir} from {os.path.basename(path)} ({self.unit} {start}/{total})")
         bar = Progress(total, start, description=f"{self.algo} {self.unit}s", enabled=progress)
@@ -134,18 +144,18 @@ class Trainer:
         shown: dict[str, float] = {}
         t0 = time.perf_counter()
         try:
-            while int(self.iteration.numpy()) < total:
+            while not self.done():
                 step_metrics = self.train_iteration()  # may be {} when nothing is due for logging
                 self.iteration.assign_add(1)
-                it = int(self.iteration.numpy())
+                it, finished = int(self.iteration.numpy()), self.done()
                 if step_metrics:
                     metrics = {**metrics, **step_metrics}
-                    if it % cfg.log_every == 0 or it == total:
+                    if it % cfg.log_every == 0 or finished:
                         self.logger.scalars(step_metrics, step=self.log_step())
                     shown = self.progress_metrics(metrics)
-                if it % cfg.checkpoint_every == 0 or it == total:
+                if it % cfg.checkpoint_every == 0 or finished:
                     self.save()
-                bar.update(it, shown)
+                bar.update(self.progress_position(), shown)
                 if on_iteration is not None:
                     on_iteration(it)
         finally:

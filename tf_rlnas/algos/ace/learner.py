@@ -6,7 +6,7 @@
   neuron of every Dense layer the L2 norm of its kernel-gradient column; dormant below
   ``threshold`` x the layer's mean; ratio = dormant / all neurons.
 - ``soft_reset(f)``: theta <- f theta + (1 - f) theta_fresh for the policy, the critic and the target
-  critic (each with its own fresh initialisation), and the actor and critic optimizers' moments
+  critic (each with its own fresh, seeded initialisation), and the actor and critic optimizers' moments
   cleared. log_alpha and its optimizer are kept.
 """
 
@@ -18,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from tf_rlnas.algos.sac.learner import SACLearner
-from tf_rlnas.algos.sac.networks import TanhGaussianActor, TwinCritic
 
 
 def dormant_ratio(kernel_grads: list[tf.Tensor], threshold: float) -> tf.Tensor:
@@ -56,14 +55,21 @@ class ACELearner(SACLearner):
         self.dormant.assign(dormant_ratio([grads[i] for i in self._kernel_idx], self.dormant_threshold))
 
     def soft_reset(self, factor: float) -> None:
-        fresh_actor = TanhGaussianActor(self.obs_dim, self.act_dim, self.cfg.actor_hidden,
-                                        self.cfg.log_std_min, self.cfg.log_std_max)
-        fresh_critic = TwinCritic(self.obs_dim, self.act_dim, self.cfg.critic_hidden)
-        fresh_target = TwinCritic(self.obs_dim, self.act_dim, self.cfg.critic_hidden)
-        for model, fresh in ((self.actor, fresh_actor), (self.critic, fresh_critic),
-                             (self.target_critic, fresh_target)):
-            for v, f in zip(model.weights, fresh.weights):
-                v.assign(factor * v + (1.0 - factor) * f)
+        """theta <- f theta + (1 - f) theta_fresh for actor, critic and target critic; a fresh draw of
+        the layers' own initialisation (Glorot-uniform kernels, zero biases), seeded from the
+        learner's checkpointed generator so a resumed run resets to the same values."""
+        for model in (self.actor, self.critic, self.target_critic):
+            seeds = self.rng.make_seeds(len(model.weights))
+            for i, v in enumerate(model.weights):
+                v.assign(factor * v + (1.0 - factor) * fresh_init(v, seeds[:, i]))
         for opt in (self.actor_opt, self.critic_opt):
-            for v in list(opt._momentums) + list(opt._velocities) + [opt.iterations]:
-                v.assign(tf.zeros_like(v))
+            opt.reset_moments()
+
+
+def fresh_init(v: tf.Variable, seed: tf.Tensor) -> tf.Tensor:
+    """A new draw of ``Linear``'s initialisation for ``v``: Glorot-uniform if 2-D, zeros otherwise."""
+    if len(v.shape) != 2:
+        return tf.zeros_like(v)
+    fan_in, fan_out = int(v.shape[0]), int(v.shape[1])
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return tf.random.stateless_uniform(v.shape, seed, -limit, limit, dtype=v.dtype)

@@ -4,7 +4,7 @@ gamma 0.99, 10k random start steps, 1 update per env step, target entropy -|A|).
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Literal, Optional
 
 from tf_rlnas.config import RunConfig, option
 from tf_rlnas.errors import ConfigError
@@ -21,7 +21,7 @@ class SACEnvConfig:
 @dataclasses.dataclass
 class SACAgentConfig:
     actor_hidden: list[int] = option([256, 256], help="actor hidden sizes")
-    critic_hidden: list[int] = option([256, 256], help="critic hidden sizes (twin critics, fused)")
+    critic_hidden: list[int] = option([256, 256], help="critic hidden sizes (twin critics)")
     actor_lr: float = option(3e-4, min=0.0)
     critic_lr: float = option(3e-4, min=0.0)
     alpha_lr: float = option(3e-4, min=0.0)
@@ -33,6 +33,8 @@ class SACAgentConfig:
     log_std_min: float = option(-20.0)
     log_std_max: float = option(2.0)
     policy_every: int = option(1, min=1, help="actor, alpha and target updates every N critic updates")
+    matmul_dtype: Literal["float32", "bfloat16"] = option(
+        "float32", help="dtype of the hidden layers' matmuls (parameters, outputs and losses stay float32)")
 
 
 @dataclasses.dataclass

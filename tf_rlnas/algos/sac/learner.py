@@ -11,11 +11,11 @@ with causality weights (the one hook ACE needs).
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from tf_rlnas.algos.sac.networks import TanhGaussianActor, TwinCritic
+from tf_rlnas.nn.optim import FusedAdam
 
 
 class SACLearner(tf.Module):
@@ -23,16 +23,18 @@ class SACLearner(tf.Module):
         super().__init__(name="sac")
         c = agent_cfg
         self.cfg, self.obs_dim, self.act_dim = c, obs_dim, act_dim
-        self.actor = TanhGaussianActor(obs_dim, act_dim, c.actor_hidden, c.log_std_min, c.log_std_max)
-        self.critic = TwinCritic(obs_dim, act_dim, c.critic_hidden)
-        self.target_critic = TwinCritic(obs_dim, act_dim, c.critic_hidden, name="target_critic")
+        self.actor = TanhGaussianActor(obs_dim, act_dim, c.actor_hidden, c.log_std_min, c.log_std_max,
+                                       matmul_dtype=c.matmul_dtype)
+        self.critic = TwinCritic(obs_dim, act_dim, c.critic_hidden, matmul_dtype=c.matmul_dtype)
+        self.target_critic = TwinCritic(obs_dim, act_dim, c.critic_hidden, matmul_dtype=c.matmul_dtype,
+                                        name="target_critic")
         for t, s in zip(self.target_critic.weights, self.critic.weights):
             t.assign(s)
         self.log_alpha = tf.Variable(np.log(c.init_alpha), dtype=tf.float32, name="log_alpha")
         self.target_entropy = float(-act_dim if c.target_entropy is None else c.target_entropy)
-        self.actor_opt = keras.optimizers.Adam(c.actor_lr)
-        self.critic_opt = keras.optimizers.Adam(c.critic_lr)
-        self.alpha_opt = keras.optimizers.Adam(c.alpha_lr)
+        self.actor_opt = FusedAdam(c.actor_lr, name="actor_adam")
+        self.critic_opt = FusedAdam(c.critic_lr, name="critic_adam")
+        self.alpha_opt = FusedAdam(c.alpha_lr, name="alpha_adam")
         self.actor_opt.build(self.actor.trainable_variables)
         self.critic_opt.build(self.critic.trainable_variables)
         self.alpha_opt.build([self.log_alpha])
@@ -66,9 +68,7 @@ class SACLearner(tf.Module):
     def entropy_log_prob(self, per_dim: tf.Tensor) -> tf.Tensor:
         return tf.reduce_sum(per_dim, axis=-1)
 
-    def _critic_step(self, b, alpha, seed):
-        next_a, next_lp_dim = self.actor.dist(b["next_obs"]).sample_per_dim(seed)
-        next_lp = self.entropy_log_prob(next_lp_dim)
+    def _critic_step(self, b, next_a, next_lp, alpha):
         q_next = tf.reduce_min(self.target_critic(b["next_obs"], next_a), axis=0)
         y = b["rewards"] + self.cfg.gamma * (1.0 - b["terminated"]) * (q_next - alpha * next_lp)
         y = tf.stop_gradient(y)
@@ -79,21 +79,22 @@ class SACLearner(tf.Module):
         self.critic_opt.apply_gradients(zip(grads, self.critic.trainable_variables))
         return loss, tf.reduce_mean(q)
 
-    def _actor_step(self, b, seed):
+    def _actor_step(self, tape, obs, a, lp_dim):
+        """Actor (with the just-updated critic), alpha and Polyak; ``tape`` recorded a, lp_dim."""
         alpha = tf.exp(self.log_alpha)
-        with tf.GradientTape() as tape:
-            a, lp_dim = self.actor.dist(b["obs"]).sample_per_dim(seed)
+        with tape:
             lp = self.entropy_log_prob(lp_dim)
-            q = tf.reduce_min(self.critic(b["obs"], a), axis=0)
+            q = tf.reduce_min(self.critic(obs, a), axis=0)
             actor_loss = tf.reduce_mean(alpha * lp - q)
         grads = tape.gradient(actor_loss, self.actor.trainable_variables)
         self.actor_opt.apply_gradients(zip(grads, self.actor.trainable_variables))
         self.after_actor_grads(grads)
         lp = tf.stop_gradient(lp)
         if self.cfg.autotune_alpha:
-            with tf.GradientTape() as tape:
-                alpha_loss = -tf.reduce_mean(self.log_alpha * (lp + self.target_entropy))
-            self.alpha_opt.apply_gradients([(tape.gradient(alpha_loss, self.log_alpha), self.log_alpha)])
+            # d/d log_alpha of -mean(log_alpha (lp + H_target)), applied directly
+            alpha_grad = -tf.reduce_mean(lp + self.target_entropy)
+            self.alpha_opt.apply_gradients([(alpha_grad, self.log_alpha)])
+            alpha_loss = -self.log_alpha * tf.reduce_mean(lp + self.target_entropy)
         else:
             alpha_loss = tf.constant(0.0)
         self.polyak(self.critic.weights, self.target_critic.weights, self.cfg.tau)
@@ -114,13 +115,25 @@ class SACLearner(tf.Module):
         metrics = (zero, zero, zero, zero, zero)
         for i in tf.range(k):
             b = {key: v[i] for key, v in batches.items()}
-            seeds = self.rng.make_seeds(2)
+            n = tf.shape(b["rewards"])[0]
             alpha = tf.exp(self.log_alpha)
-            critic_loss, mean_q = self._critic_step(b, alpha, seeds[:, 0])
+            # One actor pass over [s'; s]: a' for the critic target and a ~ pi(s) for the actor
+            # loss (the actor's weights do not change in the critic step, so this is exact).
+            tape = tf.GradientTape()
+            with tape:  # every op between the actor's weights and a_pi must be recorded
+                a_all, lp_all = self.actor.dist(tf.concat([b["next_obs"], b["obs"]], 0)).sample_per_dim(
+                    self.rng.make_seeds(1)[:, 0])
+                a_pi, lp_pi = a_all[n:], lp_all[n:]
+            next_lp = tf.stop_gradient(self.entropy_log_prob(lp_all[:n]))
+            critic_loss, mean_q = self._critic_step(b, tf.stop_gradient(a_all[:n]), next_lp, alpha)
             self.updates.assign_add(1)
-            do_policy = tf.equal(self.updates % self.cfg.policy_every, 0)
-            actor_loss, alpha_loss, entropy = tf.cond(
-                do_policy, lambda: self._actor_step(b, seeds[:, 1]), lambda: (metrics[2], metrics[3], metrics[4]))
+            step = lambda: self._actor_step(tape, b["obs"], a_pi, lp_pi)  # noqa: E731
+            if self.cfg.policy_every == 1:
+                actor_loss, alpha_loss, entropy = step()
+            else:
+                actor_loss, alpha_loss, entropy = tf.cond(
+                    tf.equal(self.updates % self.cfg.policy_every, 0), step,
+                    lambda: (metrics[2], metrics[3], metrics[4]))
             metrics = (critic_loss, mean_q, actor_loss, alpha_loss, entropy)
         return {"critic_loss": metrics[0], "mean_q": metrics[1], "actor_loss": metrics[2],
                 "alpha_loss": metrics[3], "entropy": metrics[4], "alpha": tf.exp(self.log_alpha)}

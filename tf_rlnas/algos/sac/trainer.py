@@ -62,7 +62,18 @@ class SACTrainer(Trainer):
         return make_env(c.id, seed=seed, max_episode_steps=c.max_episode_steps, kwargs=c.kwargs)
 
     def total_iterations(self) -> int:
+        """At least this many vector steps (each autoreset step of an env adds one more)."""
         return -(-self.cfg.train.total_env_steps // self.cfg.env.num_envs)
+
+    def done(self) -> bool:
+        """The budget counts stored transitions: autoreset steps (no transition) do not count."""
+        return self.env_steps >= self.cfg.train.total_env_steps
+
+    def progress_position(self) -> int:
+        return self.env_steps
+
+    def progress_total(self) -> int:
+        return self.cfg.train.total_env_steps
 
     def log_step(self) -> int:
         return self.env_steps
@@ -126,23 +137,24 @@ class SACTrainer(Trainer):
             actions = self.learner.act(tf.constant(self._obs), tf.constant(False)).numpy()
         next_obs, rewards, term, trunc, _ = self.venv.step(self.scale(actions))
         next_obs = next_obs.astype(np.float32)
+        before = self.env_steps
         self.observe(self._obs, actions, rewards.astype(np.float32), next_obs, term, trunc)
         self._obs = next_obs
-        self._pending_updates += n * t.updates_per_step
+        self._pending_updates += (self.env_steps - before) * t.updates_per_step  # per stored transition
         it = int(self.iteration.numpy()) + 1
-        if it % t.update_every == 0 and len(self.buffer) >= t.batch_size and self.env_steps >= t.start_steps:
+        if len(self.buffer) < t.batch_size or self.env_steps < t.start_steps:
+            self._pending_updates = 0.0  # updates are owed only for transitions from start_steps on
+        elif it % t.update_every == 0:
             k = int(self._pending_updates)
             if k > 0:
                 self._pending_updates -= k
                 self._last_update = self.learner.train(self.buffer.sample(self.np_rng, t.batch_size, k))
-        else:
-            self._pending_updates = min(self._pending_updates, n * t.updates_per_step * t.update_every)
         self.after_step()
         if t.eval_every and self.env_steps >= self.next_eval:
             self.next_eval += t.eval_every
             self.last_eval = self._evaluate_and_keep_best()
             self.logger.scalars(self.last_eval, step=self.env_steps)
-        if it % cfg.run.log_every == 0 or it == self.total_iterations():
+        if it % cfg.run.log_every == 0 or self.done():
             return self._train_metrics()
         return {}
 
