@@ -133,7 +133,7 @@ def cmd_train(args) -> int:
         print(f"training {algo} in {run_dir}", flush=True)
     progress = False if args.no_progress else None
     summary = trainer.fit(progress=progress)
-    print(f"done: {summary['iterations']} {trainer.unit}s in {run_dir}", flush=True)
+    print(f"done: {trainer.progress_position()} {trainer.unit}s in {run_dir}", flush=True)
     for k, v in summary["final_eval"].items():
         print(f"  {k}: {v:.6g}")
     return 0

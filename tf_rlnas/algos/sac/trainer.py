@@ -29,7 +29,7 @@ from tf_rlnas.replay.uniform import ReplayBuffer, VectorTransitions
 
 class SACTrainer(Trainer):
     algo = "sac"
-    unit = "step"
+    unit = "env step"
     learner_cls = SACLearner
 
     def build(self) -> None:

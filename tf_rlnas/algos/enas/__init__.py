@@ -1,0 +1,1 @@
+"""ENAS macro search."""

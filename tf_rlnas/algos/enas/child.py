@@ -1,0 +1,159 @@
+"""The ENAS macro-space child network (Keras), shared by every architecture during search.
+
+stem (conv3x3 + BN) -> L layers -> ReLU -> global average pool -> dropout -> dense.
+Layer i computes ONE branch (``tf.switch_case`` on the arc's branch id, so the five others cost
+nothing): conv branches are 1x1 conv-BN-ReLU then a k x k (separable) conv-BN; pool branches
+are 1x1 conv-BN-ReLU then a 3x3 stride-1 pool. The outputs of the earlier layers chosen by the
+arc's skip row are added, then BN. After each pool layer (indices L//3 - 1 and 2L//3 - 1) every
+output so far goes through its own factorized reduction (two stride-2 1x1 convs, one on the
+input shifted by a pixel, concatenated, BN), halving the spatial size.
+
+Search mode: the arc is a tensor input (``branches`` [L], ``skips`` [L, L]), so one traced
+function serves every architecture. Fixed mode (``fixed_arc``): only the chosen branches exist
+and the filters double at each pool layer (the retraining network).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_rlnas.algos.enas.controller import NUM_BRANCHES
+
+KERNEL_INIT = "he_normal"
+
+
+def pool_layers(num_layers: int) -> list[int]:
+    return [num_layers // 3 - 1, 2 * num_layers // 3 - 1]
+
+
+def _bn(name):
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+
+class Branch(keras.layers.Layer):
+    """One of the six ops: 0 conv3x3, 1 sep-conv3x3, 2 conv5x5, 3 sep-conv5x5, 4 avg-pool, 5 max-pool."""
+
+    def __init__(self, kind: int, filters: int, weight_decay: float = 0.0, **kw):
+        super().__init__(**kw)
+        self.kind = int(kind)
+        reg = keras.regularizers.L2(weight_decay) if weight_decay else None
+        self.inp = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=KERNEL_INIT,
+                                       kernel_regularizer=reg, name="conv1x1")
+        self.inp_bn = _bn("bn1x1")
+        if self.kind < 4:
+            k = 3 if self.kind in (0, 1) else 5
+            if self.kind in (1, 3):
+                self.op = keras.layers.SeparableConv2D(filters, k, padding="same", use_bias=False,
+                                                       depthwise_initializer=KERNEL_INIT,
+                                                       pointwise_initializer=KERNEL_INIT,
+                                                       depthwise_regularizer=reg, pointwise_regularizer=reg,
+                                                       name=f"sepconv{k}x{k}")
+            else:
+                self.op = keras.layers.Conv2D(filters, k, padding="same", use_bias=False,
+                                              kernel_initializer=KERNEL_INIT, kernel_regularizer=reg,
+                                              name=f"conv{k}x{k}")
+            self.out_bn = _bn("bn_out")
+        elif self.kind == 4:
+            self.op = keras.layers.AveragePooling2D(3, 1, padding="same", name="avgpool3x3")
+        else:
+            self.op = keras.layers.MaxPooling2D(3, 1, padding="same", name="maxpool3x3")
+
+    def call(self, x, training=False):
+        x = tf.nn.relu(self.inp_bn(self.inp(x), training=training))
+        x = self.op(x)
+        if self.kind < 4:
+            x = self.out_bn(x, training=training)
+        return x
+
+
+class FactorizedReduction(keras.layers.Layer):
+    def __init__(self, filters: int, weight_decay: float = 0.0, **kw):
+        super().__init__(**kw)
+        reg = keras.regularizers.L2(weight_decay) if weight_decay else None
+        self.path1 = keras.layers.Conv2D(filters // 2, 1, strides=2, use_bias=False,
+                                         kernel_initializer=KERNEL_INIT, kernel_regularizer=reg, name="path1")
+        self.path2 = keras.layers.Conv2D(filters - filters // 2, 1, strides=2, use_bias=False,
+                                         kernel_initializer=KERNEL_INIT, kernel_regularizer=reg, name="path2")
+        self.bn = _bn("bn")
+
+    def call(self, x, training=False):
+        shifted = tf.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])  # shift by one pixel
+        y = tf.concat([self.path1(x), self.path2(shifted)], axis=-1)
+        return self.bn(y, training=training)
+
+
+class ChildNet(keras.Model):
+    def __init__(self, num_layers: int, filters: int, num_classes: int, image_shape, keep_prob: float = 0.9,
+                 weight_decay: float = 0.0, fixed_arc: tuple | None = None, name: str = "child"):
+        super().__init__(name=name)
+        self.num_layers, self.num_classes = num_layers, num_classes
+        self.fixed = fixed_arc is not None
+        self.pools = pool_layers(num_layers)
+        reg = keras.regularizers.L2(weight_decay) if weight_decay else None
+        self.stem = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                                        kernel_initializer=KERNEL_INIT, kernel_regularizer=reg, name="stem")
+        self.stem_bn = _bn("stem_bn")
+        if self.fixed:
+            b, s = (np.asarray(a, np.int32) for a in fixed_arc)
+            self.fixed_branches, self.fixed_skips = b, s
+        f = filters
+        self.layer_branches, self.layer_bns, self.reductions = [], [], []
+        for i in range(num_layers):
+            kinds = [int(self.fixed_branches[i])] if self.fixed else range(NUM_BRANCHES)
+            branches = [Branch(k, f, weight_decay, name=f"layer{i}_branch{k}") for k in kinds]
+            for j, br in enumerate(branches):
+                setattr(self, f"_l{i}_b{j}", br)  # tracked attributes (lists are not checkpointed)
+            self.layer_branches.append(branches)
+            bn = _bn(f"layer{i}_bn")
+            setattr(self, f"_l{i}_bn", bn)
+            self.layer_bns.append(bn)
+            if i in self.pools:
+                if self.fixed:
+                    f *= 2
+                reds = [FactorizedReduction(f, weight_decay, name=f"reduce{i}_{j}") for j in range(i + 1)]
+                for j, r in enumerate(reds):
+                    setattr(self, f"_r{i}_{j}", r)
+                self.reductions.append(reds)
+        self.dropout = keras.layers.Dropout(1.0 - keep_prob)
+        self.head = keras.layers.Dense(num_classes, kernel_initializer="glorot_uniform", name="head")
+        self._build_all(image_shape)
+
+    def _build_all(self, image_shape) -> None:
+        """Build every variable eagerly (layers must not create variables inside switch_case)."""
+        x = tf.zeros((1, *image_shape))
+        x = self.stem_bn(self.stem(x))
+        red = iter(self.reductions)
+        for i in range(self.num_layers):
+            ys = [br(x) for br in self.layer_branches[i]]
+            x = self.layer_bns[i](ys[0])
+            if i in self.pools:
+                reds = next(red)
+                for r in reds:
+                    x2 = r(x)
+                x = x2
+        self.head(tf.reduce_mean(x, axis=[1, 2]))
+
+    def call(self, images, branches=None, skips=None, training=False):
+        x = self.stem_bn(self.stem(images), training=training)
+        outs = []
+        red = iter(self.reductions)
+        for i in range(self.num_layers):
+            if self.fixed:
+                y = self.layer_branches[i][0](x, training=training)
+                for j in np.flatnonzero(self.fixed_skips[i, :i]):
+                    y = y + outs[j]
+            else:
+                fns = [lambda br=br: br(x, training=training) for br in self.layer_branches[i]]
+                y = tf.switch_case(branches[i], fns)
+                for j in range(i):
+                    y = y + tf.cast(skips[i, j], y.dtype) * outs[j]
+            x = self.layer_bns[i](y, training=training)
+            outs.append(x)
+            if i in self.pools:
+                outs = [r(o, training=training) for r, o in zip(next(red), outs)]
+                x = outs[-1]
+        x = tf.reduce_mean(tf.nn.relu(x), axis=[1, 2])
+        x = self.dropout(x, training=training)
+        return self.head(x)
