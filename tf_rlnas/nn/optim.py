@@ -55,3 +55,42 @@ class FusedAdam(tf.Module):
         for var in self.m + self.v:
             var.assign(tf.zeros_like(var))
         self.iterations.assign(0)
+
+
+class NesterovSGD(tf.Module):
+    """SGD with Nesterov momentum and L2 weight decay on kernels (rank >= 2 variables):
+
+        g <- g + l2 * theta;  m <- mu m - lr g;  theta <- theta + mu m - lr g
+
+    (the Keras/TF Nesterov form). Built from plain ``assign`` ops so that ``apply`` works in a
+    tf.distribute cross-replica context on mirrored variables (every copy gets the same update from
+    the all-reduced gradient). ``learning_rate`` is a variable: the cosine schedule assigns it.
+    """
+
+    def __init__(self, learning_rate: float, momentum: float = 0.9, l2: float = 0.0, name: str = "sgd"):
+        super().__init__(name=name)
+        self.learning_rate = tf.Variable(float(learning_rate), trainable=False, name="learning_rate")
+        self.momentum, self.l2 = float(momentum), float(l2)
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
+        self.m: list[tf.Variable] = []
+        self._index: dict[int, int] = {}
+
+    def build(self, variables: Sequence[tf.Variable]) -> None:
+        for var in variables:
+            if id(var) not in self._index:
+                self._index[id(var)] = len(self.m)
+                base = var.name.split(":")[0].replace("/", "_")
+                self.m.append(tf.Variable(tf.zeros(var.shape, var.dtype), trainable=False, name=f"{base}_m"))
+
+    def apply_gradients(self, grads_and_vars: Iterable) -> None:
+        lr, mu = self.learning_rate, self.momentum
+        for g, var in grads_and_vars:
+            if g is None:
+                continue
+            if self.l2 and len(var.shape) >= 2:
+                g = g + self.l2 * var
+            m = self.m[self._index[id(var)]]
+            m_new = mu * m - lr * g
+            m.assign(m_new)
+            var.assign_add(mu * m_new - lr * g)
+        self.iterations.assign_add(1)

@@ -1,6 +1,6 @@
 """The ENAS macro-space child network (Keras), shared by every architecture during search.
 
-stem (conv3x3 + BN) -> L layers -> ReLU -> global average pool -> dropout -> dense.
+stem (conv3x3 + BN) -> L layers -> global average pool -> dropout -> dense.
 Layer i computes ONE branch (``tf.switch_case`` on the arc's branch id, so the five others cost
 nothing): conv branches are 1x1 conv-BN-ReLU then a k x k (separable) conv-BN; pool branches
 are 1x1 conv-BN-ReLU then a 3x3 stride-1 pool. The outputs of the earlier layers chosen by the
@@ -154,6 +154,6 @@ class ChildNet(keras.Model):
             if i in self.pools:
                 outs = [r(o, training=training) for r, o in zip(next(red), outs)]
                 x = outs[-1]
-        x = tf.reduce_mean(tf.nn.relu(x), axis=[1, 2])
+        x = tf.reduce_mean(x, axis=[1, 2])
         x = self.dropout(x, training=training)
         return self.head(x)

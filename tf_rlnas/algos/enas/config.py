@@ -1,0 +1,101 @@
+"""ENAS config schema.
+
+The defaults are the built-in default job: macro search on scikit-learn's digits, sized to finish
+in a few minutes on 2 CPU cores (``tf_rlnas train enas``). ``configs/enas/cifar10.yaml`` carries
+the reference hyperparameters (12 layers x 36 filters, batch 128, SGD-Nesterov cosine 0.05 ->
+5e-4 with warm restarts T0 = 10, Tmul = 2, L2 2.5e-4, keep_prob 0.9; controller LSTM 64, tanh
+constant 1.5, Adam 1e-3 (beta1 0, eps 1e-3), 50 steps x 20 samples per epoch, skip target 0.4,
+skip weight 0.8, baseline decay 0.99, entropy weight 1e-4).
+
+``mode: search`` runs the search and writes ``architecture.json``; ``mode: fixed`` retrains
+``fixed.arc_file`` from scratch on the full train split with filters doubled at the pool layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Optional
+
+from tf_rlnas.config import RunConfig, option
+from tf_rlnas.errors import ConfigError
+
+
+@dataclasses.dataclass
+class EnasData:
+    dataset: Literal["digits", "fashion_mnist", "cifar10"] = option("digits", help="image dataset")
+    data_dir: Optional[str] = option(None, help="where the data lives (fashion_mnist: the IDX folder; "
+                                                "cifar10: the tensorflow-datasets data_dir)")
+    download: bool = option(True, help="cifar10: download and prepare if absent")
+    valid_size: int = option(300, min=1, help="validation images carved from the train data (seeded)")
+    batch_size: int = option(64, min=1, help="child minibatch size")
+    eval_batch_size: int = option(128, min=1, help="validation/test batch size (a controller reward uses one batch)")
+    augment_pad: int = option(1, min=0, help="random-crop padding in pixels (0 = off; CIFAR: 4)")
+    augment_flip: bool = option(False, help="random horizontal flips (CIFAR: true; not for digits)")
+
+
+@dataclasses.dataclass
+class EnasChild:
+    num_layers: int = option(6, min=3, help="layers of the macro network (reference 12)")
+    filters: int = option(20, min=2, help="filters (search: every layer; fixed: doubled at each pool layer)")
+    keep_prob: float = option(0.9, min=0.0, max=1.0, help="dropout keep probability before the head")
+    l2: float = option(2.5e-4, min=0.0, help="L2 weight decay")
+    lr_max: float = option(0.05, min=0.0, help="cosine schedule: the learning rate at each (re)start")
+    lr_min: float = option(5e-4, min=0.0, help="cosine schedule: the floor")
+    lr_t0: int = option(10, min=1, help="epochs of the first cosine cycle")
+    lr_tmul: int = option(2, min=1, help="each cycle is this many times longer than the previous")
+    momentum: float = option(0.9, min=0.0, max=1.0, help="Nesterov momentum")
+    grad_clip: float = option(5.0, min=0.0, help="global-norm gradient clip (0 = off)")
+    epochs: int = option(30, min=1, resume_ok=True, help="training epochs (search epochs in search mode)")
+
+
+@dataclasses.dataclass
+class EnasController:
+    lstm_size: int = option(64, min=1)
+    tanh_constant: Optional[float] = option(1.5, help="logits = c * tanh(logits) (null = off)")
+    temperature: Optional[float] = option(None, help="logits divided by T before tanh (null = off)")
+    skip_target: float = option(0.4, min=1e-6, max=1 - 1e-6, help="target skip probability of the KL penalty")
+    skip_weight: float = option(0.8, min=0.0, help="weight of the skip KL penalty in the loss")
+    entropy_weight: float = option(1e-4, min=0.0, help="reward += entropy_weight * entropy")
+    bl_dec: float = option(0.99, min=0.0, max=1.0, help="baseline <- bl_dec baseline + (1 - bl_dec) reward")
+    lr: float = option(1e-3, min=0.0, help="Adam (beta1 0, beta2 0.999, eps 1e-3)")
+    train_steps: int = option(20, min=0, help="controller steps per epoch (reference 50)")
+    num_aggregate: int = option(10, min=1, help="sampled architectures per step, gradients averaged (ref 20)")
+    grad_clip: float = option(5.0, min=0.0, help="global-norm gradient clip (0 = off)")
+
+
+@dataclasses.dataclass
+class EnasSearch:
+    eval_every: int = option(5, min=0, resume_ok=True,
+                             help="every N epochs: best of eval_archs sampled arcs on validation + its test accuracy")
+    eval_archs: int = option(10, min=1, resume_ok=True)
+    derive_archs: int = option(100, min=1, help="at the end: sample this many architectures ...")
+    derive_valid_batches: int = option(4, min=1, help="... and keep the best on this many validation batches")
+
+
+@dataclasses.dataclass
+class EnasFixed:
+    arc_file: Optional[str] = option(None, help="architecture.json to retrain (mode: fixed)")
+
+
+@dataclasses.dataclass
+class EnasDistribute:
+    strategy: Literal["none", "mirrored", "multi_worker"] = option(
+        "none", help="tf.distribute strategy for child training (MirroredStrategy on one host, "
+                     "MultiWorkerMirroredStrategy across hosts via TF_CONFIG)")
+    cpu_devices: int = option(0, min=0, help="split the CPU into N logical devices (testing mirrored on CPU)")
+
+
+@dataclasses.dataclass
+class EnasConfig:
+    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=1, log_every=1))
+    mode: Literal["search", "fixed"] = option("search", help="search | fixed (retrain fixed.arc_file)")
+    data: EnasData = dataclasses.field(default_factory=EnasData)
+    child: EnasChild = dataclasses.field(default_factory=EnasChild)
+    controller: EnasController = dataclasses.field(default_factory=EnasController)
+    search: EnasSearch = dataclasses.field(default_factory=EnasSearch)
+    fixed: EnasFixed = dataclasses.field(default_factory=EnasFixed)
+    distribute: EnasDistribute = dataclasses.field(default_factory=EnasDistribute)
+
+    def validate(self) -> None:
+        if self.mode == "fixed" and not self.fixed.arc_file:
+            raise ConfigError("mode 'fixed' needs config key 'fixed.arc_file' (an architecture.json)")

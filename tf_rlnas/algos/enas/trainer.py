@@ -1,0 +1,398 @@
+"""ENAS trainer. One iteration = one epoch.
+
+search mode, per epoch (the reference's alternation):
+  1. the shared child trains one pass over the train split, a FRESH controller sample per minibatch
+     (sampled inside the same tf.function; no gradient to the controller); cross-entropy, L2 on
+     kernels, SGD-Nesterov with a cosine learning rate with warm restarts, global-norm clipping;
+  2. the controller takes ``train_steps`` steps; each samples ``num_aggregate`` arcs in one call,
+     scores each on its own validation minibatch (child in inference mode): reward = accuracy +
+     entropy_weight * entropy; the EMA baseline is updated after each sample in turn; loss =
+     mean(-log_prob * (reward - baseline)) + skip_weight * mean(skip_penalty) (so the gradient is
+     the average over the samples); global-norm clip; Adam(beta1 0, eps 1e-3);
+  3. every ``search.eval_every`` epochs: ``eval_archs`` sampled arcs scored on one validation batch;
+     the best one's full validation and test accuracy (search-time accuracy, shared weights).
+  At the end: ``derive_archs`` sampled arcs scored on the same ``derive_valid_batches`` validation
+  batches; the best goes to ``<run>/architecture.json`` and is printed.
+
+fixed mode: the architecture from ``fixed.arc_file`` is built alone (filters doubled at the pool
+layers) and trained from scratch on the full train split; test accuracy every epoch; export gives
+``serving_default(images) -> probabilities``.
+
+Child training runs under the configured tf.distribute strategy (per-replica gradients are summed
+across replicas, then clipped and applied once in the cross-replica context).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tf_rlnas.algos.enas.child import ChildNet
+from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_string, arc_to_dict
+from tf_rlnas.core.logging import say
+from tf_rlnas.core.checkpoint import atomic_write_text
+from tf_rlnas.core.trainer import ExportSpec, Trainer
+from tf_rlnas.data.images import Splits, load_arrays
+from tf_rlnas.errors import UserError
+from tf_rlnas.nn.optim import NesterovSGD
+
+
+def cosine_lr(epoch: int, lr_max: float, lr_min: float, t0: int, tmul: int) -> float:
+    """SGDR: cycles of t0, t0*tmul, ... epochs; lr = min + (max - min)(1 + cos(pi t / T)) / 2."""
+    start, length = 0, t0
+    while epoch >= start + length:
+        start, length = start + length, length * tmul
+    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * (epoch - start) / length))
+
+
+def setup_cpu_devices(n: int) -> None:
+    """Split the host CPU into ``n`` logical devices (before TF initialises its devices)."""
+    if n <= 1:
+        return
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError:
+        if len(tf.config.list_logical_devices("CPU")) != n:
+            raise UserError(f"distribute.cpu_devices={n}: TensorFlow's devices were already initialised "
+                            f"in this process; set it in a fresh process") from None
+
+
+def make_strategy(kind: str):
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy(
+            devices=[d.name for d in tf.config.list_logical_devices("GPU")] or
+            [d.name for d in tf.config.list_logical_devices("CPU")])
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return None
+
+
+class EnasTrainer(Trainer):
+    algo = "enas"
+    unit = "epoch"
+
+    def __init__(self, cfg, run_dir: str):
+        setup_cpu_devices(cfg.distribute.cpu_devices)
+        super().__init__(cfg, run_dir)
+
+    # ---- construction ----------------------------------------------------------------------------
+    def build(self) -> None:
+        cfg, d, c = self.cfg, self.cfg.data, self.cfg.child
+        self.fixed = cfg.mode == "fixed"
+        arc = self._read_arc(cfg.fixed.arc_file) if self.fixed else None
+        if arc is not None and len(arc[0]) != c.num_layers:
+            say(f"fixed architecture has {len(arc[0])} layers: child.num_layers {c.num_layers} -> {len(arc[0])}")
+        arrays = load_arrays(d.dataset, d.data_dir, d.download)
+        self.splits = Splits(arrays, valid_size=d.valid_size, batch_size=d.batch_size,
+                             eval_batch_size=d.eval_batch_size, seed=cfg.run.seed, augment_pad=d.augment_pad,
+                             augment_flip=d.augment_flip, full_train=self.fixed)
+        self.strategy = make_strategy(cfg.distribute.strategy)
+        self.replicas = self.strategy.num_replicas_in_sync if self.strategy else 1
+        if d.batch_size % self.replicas:
+            raise UserError(f"config key 'data.batch_size' ({d.batch_size}) must be divisible by the "
+                            f"{self.replicas} replicas")
+        num_layers = len(arc[0]) if arc is not None else c.num_layers
+        scope = self.strategy.scope() if self.strategy else _null()
+        with scope:
+            self.child = ChildNet(num_layers, c.filters, self.splits.num_classes, self.splits.image_shape,
+                                  keep_prob=c.keep_prob, fixed_arc=arc)
+            self.child_opt = NesterovSGD(c.lr_max, c.momentum, c.l2, name="child_sgd")
+            self.child_opt.build(self.child.trainable_variables)
+        self.arc = arc
+        self.num_layers = num_layers
+        seed = int(self.np_rng.integers(2**31))
+        self.rng = tf.random.Generator.from_seed(seed)
+        self.controller = None
+        if not self.fixed:
+            k = cfg.controller
+            self.controller = Controller(num_layers, k.lstm_size, tanh_constant=k.tanh_constant,
+                                         temperature=k.temperature, skip_target=k.skip_target)
+            import keras
+            self.ctrl_opt = keras.optimizers.Adam(k.lr, beta_1=0.0, beta_2=0.999, epsilon=1e-3)
+            self.ctrl_opt.build(self.controller.trainable_variables)
+            self.baseline = tf.Variable(0.0, trainable=False, name="baseline")
+            self.has_baseline = tf.Variable(False, trainable=False, name="has_baseline")
+            self.best_arc = None
+        self._build_functions()
+
+    def _read_arc(self, path: str):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except OSError as e:
+            raise UserError(f"cannot read architecture file {path}: {e.strerror}") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+        return arc_from_dict(data.get("architecture", data) if isinstance(data, dict) else data)
+
+    def _build_functions(self) -> None:
+        h, w, ch = self.splits.image_shape
+        L = self.num_layers
+        img = tf.TensorSpec([None, h, w, ch], tf.float32)
+        lab = tf.TensorSpec([None], tf.int32)
+        arc_b, arc_s = tf.TensorSpec([L], tf.int32), tf.TensorSpec([L, L], tf.int32)
+        seed = tf.TensorSpec([2], tf.int64)
+        global_batch = float(self.cfg.data.batch_size)
+
+        def replica_grads(x, y, b, s):
+            with tf.GradientTape() as tape:
+                logits = self.child(x, b, s, training=True)
+                ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
+                loss = tf.reduce_sum(ce) / global_batch
+            grads = tape.gradient(loss, self.child.trainable_variables)
+            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.child.trainable_variables)]
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
+            return grads, loss, correct
+
+        def apply(grads):
+            gnorm = tf.linalg.global_norm(grads)
+            if self.cfg.child.grad_clip:
+                grads, _ = tf.clip_by_global_norm(grads, self.cfg.child.grad_clip, use_norm=gnorm)
+            self.child_opt.apply_gradients(zip(grads, self.child.trainable_variables))
+            return gnorm
+
+        def arc_for_step(step_seed):
+            if self.fixed:
+                return tf.zeros([L], tf.int32), tf.zeros([L, L], tf.int32)
+            out = self.controller.sample(1, step_seed)
+            return out["branches"][0], out["skips"][0]
+
+        if self.strategy is None:
+            def child_step(x, y, step_seed):
+                b, s = arc_for_step(step_seed)
+                grads, loss, correct = replica_grads(x, y, b, s)
+                return loss, correct, apply(grads)
+            self.child_step = tf.function(child_step, input_signature=[img, lab, seed])
+        else:
+            strat = self.strategy
+
+            def child_step_dist(x, y, step_seed):
+                b, s = arc_for_step(step_seed)
+                grads, loss, correct = strat.run(replica_grads, args=(x, y, b, s))
+                grads = [strat.reduce("SUM", g, axis=None) for g in grads]
+                loss = strat.reduce("SUM", loss, axis=None)
+                correct = strat.reduce("SUM", correct, axis=None)
+                return loss, correct, apply(grads)
+            self.child_step = tf.function(child_step_dist)
+
+        def accuracy(x, y, b, s):
+            logits = self.child(x, b, s, training=False)
+            return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
+        self.accuracy = tf.function(accuracy, input_signature=[img, lab, arc_b, arc_s])
+
+        if self.fixed:
+            return
+        k = self.cfg.controller
+
+        def sample(m_seed):
+            return self.controller.sample(k.num_aggregate, m_seed)
+        self.sample = tf.function(sample, input_signature=[seed])
+
+        def sample_n(n, m_seed):
+            return self.controller.sample(n, m_seed)
+        self.sample_n = tf.function(sample_n, input_signature=[tf.TensorSpec([], tf.int32), seed])
+
+        def ctrl_update(branches, skips, advantages):
+            with tf.GradientTape() as tape:
+                out = self.controller.log_prob(branches, skips)
+                pg = -tf.reduce_mean(out["log_prob"] * advantages)
+                loss = pg + k.skip_weight * tf.reduce_mean(out["skip_penalty"])
+            grads = tape.gradient(loss, self.controller.trainable_variables)
+            gnorm = tf.linalg.global_norm(grads)
+            if k.grad_clip:
+                grads, _ = tf.clip_by_global_norm(grads, k.grad_clip, use_norm=gnorm)
+            self.ctrl_opt.apply_gradients(zip(grads, self.controller.trainable_variables))
+            return loss, gnorm
+        self.ctrl_update = tf.function(ctrl_update, input_signature=[
+            tf.TensorSpec([None, L], tf.int32), tf.TensorSpec([None, L, L], tf.int32), tf.TensorSpec([None])])
+
+    # ---- checkpoint content ---------------------------------------------------------------------
+    def trackables(self) -> dict:
+        t = {"child": self.child, "child_opt": self.child_opt, "rng": self.rng}
+        if self.controller is not None:
+            t.update(controller=self.controller, ctrl_opt=self.ctrl_opt, baseline=self.baseline,
+                     has_baseline=self.has_baseline)
+        return t
+
+    def total_iterations(self) -> int:
+        return self.cfg.child.epochs
+
+    # ---- one epoch --------------------------------------------------------------------------------
+    def _seed(self) -> tf.Tensor:
+        return self.rng.make_seeds(1)[:, 0]
+
+    def train_iteration(self) -> dict[str, float]:
+        cfg, c = self.cfg, self.cfg.child
+        epoch = int(self.iteration.numpy())
+        lr = cosine_lr(epoch, c.lr_max, c.lr_min, c.lr_t0, c.lr_tmul)
+        self.child_opt.learning_rate.assign(lr)
+        t0 = time.perf_counter()
+        losses, correct, gnorms, n = [], 0.0, [], 0
+        ds = self.splits.train(epoch)
+        if self.strategy is not None:
+            ds = self.strategy.experimental_distribute_dataset(ds)
+        for x, y in ds:
+            loss, corr, gnorm = self.child_step(x, y, self._seed())
+            losses.append(float(loss))
+            gnorms.append(float(gnorm))
+            correct += float(corr)
+            n += cfg.data.batch_size
+        child_seconds = time.perf_counter() - t0
+        m = {"child/loss": float(np.mean(losses)), "child/train_accuracy": correct / max(n, 1), "child/lr": lr,
+             "child/grad_norm": float(np.mean(gnorms)), "child/images_per_s": n / max(child_seconds, 1e-9)}
+        if self.fixed:
+            m["fixed/test_accuracy"] = self.evaluate_arc(self.splits.test())
+            return m
+        m.update(self._train_controller(epoch))
+        if cfg.search.eval_every and (epoch + 1) % cfg.search.eval_every == 0:
+            m.update(self._eval_search(epoch))
+        return m
+
+    def _train_controller(self, epoch: int) -> dict[str, float]:
+        k = self.cfg.controller
+        if k.train_steps == 0:
+            return {}
+        stream = iter(self.splits.valid_stream(epoch))
+        rewards_all, accs, ents, skips, losses, gnorms = [], [], [], [], [], []
+        baseline, has = float(self.baseline.numpy()), bool(self.has_baseline.numpy())
+        for _ in range(k.train_steps):
+            out = self.sample(self._seed())
+            b, s = out["branches"].numpy(), out["skips"].numpy()
+            ent = out["entropy"].numpy()
+            adv = np.zeros(len(b), np.float32)
+            for i in range(len(b)):
+                x, y = next(stream)
+                acc = float(self.accuracy(x, y, b[i], s[i]))
+                reward = acc + k.entropy_weight * float(ent[i])
+                baseline = reward if not has else baseline - (1.0 - k.bl_dec) * (baseline - reward)
+                has = True
+                adv[i] = reward - baseline
+                rewards_all.append(reward)
+                accs.append(acc)
+            loss, gnorm = self.ctrl_update(b, s, adv)
+            ents.extend(ent.tolist())
+            skips.extend(out["skip_count"].numpy().tolist())
+            losses.append(float(loss))
+            gnorms.append(float(gnorm))
+        self.baseline.assign(baseline)
+        self.has_baseline.assign(has)
+        pairs = self.num_layers * (self.num_layers - 1) / 2
+        return {"controller/loss": float(np.mean(losses)), "controller/reward": float(np.mean(rewards_all)),
+                "controller/valid_accuracy": float(np.mean(accs)), "controller/baseline": baseline,
+                "controller/entropy": float(np.mean(ents)), "controller/skip_rate": float(np.mean(skips)) / pairs,
+                "controller/grad_norm": float(np.mean(gnorms))}
+
+    def _score(self, b, s, batches) -> float:
+        return float(np.mean([float(self.accuracy(x, y, b, s)) for x, y in batches]))
+
+    def evaluate_arc(self, dataset, b=None, s=None) -> float:
+        """Accuracy of an arc (fixed mode: the built one) over a whole dataset, weighted by batch size."""
+        L = self.num_layers
+        if b is None:
+            b, s = np.zeros(L, np.int32), np.zeros((L, L), np.int32)
+        correct, n = 0.0, 0
+        for x, y in dataset:
+            correct += float(self.accuracy(x, y, b, s)) * len(y)
+            n += len(y)
+        return correct / max(n, 1)
+
+    def _eval_search(self, epoch: int) -> dict[str, float]:
+        sc = self.cfg.search
+        out = self.sample_n(sc.eval_archs, self._seed())
+        b, s = out["branches"].numpy(), out["skips"].numpy()
+        batch = [next(iter(self.splits.valid_stream(10_000 + epoch)))]
+        scores = [self._score(b[i], s[i], batch) for i in range(len(b))]
+        best = int(np.argmax(scores))
+        step = epoch + 1
+        self.logger.text("search/sampled_architecture", arc_string(b[0], s[0]), step=step)
+        self.logger.text("search/best_architecture", arc_string(b[best], s[best]), step=step)
+        return {"search/best_valid_batch_accuracy": scores[best],
+                "search/best_valid_accuracy": self.evaluate_arc(self.splits.valid(), b[best], s[best]),
+                "search/best_test_accuracy_shared_weights": self.evaluate_arc(self.splits.test(), b[best], s[best])}
+
+    def log_step(self) -> int:
+        return int(self.iteration.numpy())
+
+    def progress_metrics(self, metrics):
+        keys = ("child/train_accuracy", "controller/valid_accuracy", "fixed/test_accuracy",
+                "search/best_test_accuracy_shared_weights")
+        return {k: metrics[k] for k in keys if k in metrics}
+
+    # ---- end of run -------------------------------------------------------------------------------
+    def derive(self) -> dict:
+        """Best of ``derive_archs`` samples on the same ``derive_valid_batches`` validation batches."""
+        sc = self.cfg.search
+        out = self.sample_n(sc.derive_archs, tf.constant([self.cfg.run.seed, 424242], tf.int64))
+        b, s = out["branches"].numpy(), out["skips"].numpy()
+        stream = iter(self.splits.valid_stream(20_000))
+        batches = [next(stream) for _ in range(sc.derive_valid_batches)]
+        scores = [self._score(b[i], s[i], batches) for i in range(len(b))]
+        best = int(np.argmax(scores))
+        return {"architecture": arc_to_dict(b[best], s[best]),
+                "search_valid_accuracy": scores[best],
+                "search_valid_accuracy_mean_of_samples": float(np.mean(scores)),
+                "search_test_accuracy_shared_weights": self.evaluate_arc(self.splits.test(), b[best], s[best]),
+                "dataset": self.cfg.data.dataset, "epochs": int(self.iteration.numpy())}
+
+    def fit(self, progress=None, on_iteration=None) -> dict:
+        summary = super().fit(progress=progress, on_iteration=on_iteration)
+        if not self.fixed:
+            result = self.derive()
+            path = os.path.join(self.run_dir, "architecture.json")
+            atomic_write_text(path, json.dumps(result, indent=2))
+            b, s = arc_from_dict(result["architecture"])
+            self.logger.text("search/derived_architecture", arc_string(b, s), step=int(self.iteration.numpy()))
+            self.logger.flush()
+            say(f"derived architecture (best of {self.cfg.search.derive_archs} on "
+                f"{self.cfg.search.derive_valid_batches} validation batches; search-time accuracy with shared "
+                f"weights: valid {result['search_valid_accuracy']:.4f}, test "
+                f"{result['search_test_accuracy_shared_weights']:.4f}) -> {path}\n{arc_string(b, s)}")
+            summary["architecture"] = result
+            atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))
+        return summary
+
+    def evaluate(self, episodes=None) -> dict[str, float]:
+        if self.fixed:
+            return {"fixed/test_accuracy": self.evaluate_arc(self.splits.test()),
+                    "fixed/valid_accuracy": self.evaluate_arc(self.splits.valid())}
+        return {}
+
+    def export_spec(self) -> ExportSpec:
+        if not self.fixed:
+            raise UserError("export needs a fixed-architecture run (mode: fixed); a search run's result is "
+                            "architecture.json — retrain it with mode=fixed")
+        module = ClassifierModule(self.child, self.splits.mean, self.splits.std, self.splits.image_shape)
+        raw = (self.splits.x_test[:8] * self.splits.std + self.splits.mean).astype(np.float32)
+        expected = tf.nn.softmax(self.child(tf.constant(self.splits.x_test[:8]), training=False)).numpy()
+        return ExportSpec(module, {"serving_default": module.serving_default}, {"serving_default": {"images": raw}},
+                          {"serving_default": {"probabilities": expected}})
+
+
+class ClassifierModule(tf.Module):
+    """``serving_default(images) -> probabilities``: raw pixel values (the dataset's scale, e.g.
+    0..255), normalised inside with the training split's per-channel statistics."""
+
+    def __init__(self, child, mean, std, image_shape):
+        super().__init__(name="enas_classifier")
+        self.child = child
+        self.mean, self.std = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
+        spec = tf.TensorSpec([None, *image_shape], tf.float32, name="images")
+        self.serving_default = tf.function(self._serve, input_signature=[spec])
+
+    def _serve(self, images):
+        x = (images - self.mean) / self.std
+        return {"probabilities": tf.nn.softmax(self.child(x, training=False))}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
