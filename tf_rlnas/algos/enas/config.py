@@ -27,9 +27,9 @@ class EnasData:
                                                 "cifar10: the tensorflow-datasets data_dir)")
     download: bool = option(True, help="cifar10: download and prepare if absent")
     valid_size: int = option(300, min=1, help="validation images carved from the train data (seeded)")
-    batch_size: int = option(64, min=1, help="child minibatch size")
+    batch_size: int = option(16, min=1, help="child minibatch size")
     eval_batch_size: int = option(128, min=1, help="validation/test batch size (a controller reward uses one batch)")
-    augment_pad: int = option(1, min=0, help="random-crop padding in pixels (0 = off; CIFAR: 4)")
+    augment_pad: int = option(0, min=0, help="random-crop padding in pixels (0 = off; CIFAR: 4)")
     augment_flip: bool = option(False, help="random horizontal flips (CIFAR: true; not for digits)")
 
 
@@ -58,14 +58,14 @@ class EnasController:
     entropy_weight: float = option(1e-4, min=0.0, help="reward += entropy_weight * entropy")
     bl_dec: float = option(0.99, min=0.0, max=1.0, help="baseline <- bl_dec baseline + (1 - bl_dec) reward")
     lr: float = option(1e-3, min=0.0, help="Adam (beta1 0, beta2 0.999, eps 1e-3)")
-    train_steps: int = option(20, min=0, help="controller steps per epoch (reference 50)")
+    train_steps: int = option(10, min=0, help="controller steps per epoch (reference 50)")
     num_aggregate: int = option(10, min=1, help="sampled architectures per step, gradients averaged (ref 20)")
     grad_clip: float = option(5.0, min=0.0, help="global-norm gradient clip (0 = off)")
 
 
 @dataclasses.dataclass
 class EnasSearch:
-    eval_every: int = option(5, min=0, resume_ok=True,
+    eval_every: int = option(10, min=0, resume_ok=True,
                              help="every N epochs: best of eval_archs sampled arcs on validation + its test accuracy")
     eval_archs: int = option(10, min=1, resume_ok=True)
     derive_archs: int = option(100, min=1, help="at the end: sample this many architectures ...")
