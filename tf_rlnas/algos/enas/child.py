@@ -29,7 +29,9 @@ def pool_layers(num_layers: int) -> list[int]:
 
 
 def _bn(name):
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+    # synchronized: under a tf.distribute strategy the batch statistics are those of the global
+    # batch (all replicas), so N replicas compute what one device would; a no-op otherwise.
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=True, name=name)
 
 
 class Branch(keras.layers.Layer):
@@ -116,7 +118,7 @@ class ChildNet(keras.Model):
                 for j, r in enumerate(reds):
                     setattr(self, f"_r{i}_{j}", r)
                 self.reductions.append(reds)
-        self.dropout = keras.layers.Dropout(1.0 - keep_prob)
+        self.drop_rate = 1.0 - float(keep_prob)
         self.head = keras.layers.Dense(num_classes, kernel_initializer="glorot_uniform", name="head")
         self._build_all(image_shape)
 
@@ -135,7 +137,9 @@ class ChildNet(keras.Model):
                 x = x2
         self.head(tf.reduce_mean(x, axis=[1, 2]))
 
-    def call(self, images, branches=None, skips=None, training=False):
+    def call(self, images, branches=None, skips=None, training=False, dropout_seed=None):
+        """``dropout_seed`` ([2] int) makes the training-time dropout mask a function of the step
+        seed (so a resumed run draws the same masks); without it dropout is off."""
         x = self.stem_bn(self.stem(images), training=training)
         outs = []
         red = iter(self.reductions)
@@ -155,5 +159,6 @@ class ChildNet(keras.Model):
                 outs = [r(o, training=training) for r, o in zip(next(red), outs)]
                 x = outs[-1]
         x = tf.reduce_mean(x, axis=[1, 2])
-        x = self.dropout(x, training=training)
+        if training and self.drop_rate > 0 and dropout_seed is not None:
+            x = tf.nn.experimental.stateless_dropout(x, self.drop_rate, seed=dropout_seed)
         return self.head(x)

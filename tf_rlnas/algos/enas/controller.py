@@ -62,7 +62,7 @@ class Controller(keras.Model):
         log_prob = tf.zeros((m,))
         entropy = tf.zeros((m,))
         skip_count = tf.zeros((m,))
-        penalties = []
+        penalties, skip_probs = [], []
         t = self.skip_target
         kl_target = tf.constant([1.0 - t, t])
         for i in range(L):
@@ -93,6 +93,7 @@ class Controller(keras.Model):
                 entropy += -tf.reduce_sum(tf.exp(skip_log_p) * skip_log_p, axis=[1, 2])
                 p = tf.sigmoid(skip_logits)  # [p(0), p(1)] per bit, as the reference computes it
                 penalties.append(tf.reduce_sum(p * tf.math.log(p / kl_target), axis=[1, 2]))
+                skip_probs.append(tf.pad(p[:, :, 1], [[0, 0], [0, L - i]]))
                 fbits = tf.cast(bits, tf.float32)
                 skip_count += tf.reduce_sum(fbits, axis=-1)
                 inputs = tf.einsum("mi,mih->mh", fbits, tf.stack(anchors, axis=1)) / (
@@ -101,11 +102,13 @@ class Controller(keras.Model):
             else:
                 inputs = tf.tile(self.g_emb, [m, 1])
                 out_skips.append(tf.zeros((m, L), tf.int32))
+                skip_probs.append(tf.zeros((m, L)))
             anchors.append(h)
             anchors_w1.append(self.w_attn_1(h))
         penalty = tf.add_n(penalties) / float(len(penalties)) if penalties else tf.zeros((m,))
         return {"branches": tf.stack(out_branches, axis=1), "skips": tf.stack(out_skips, axis=1),
-                "log_prob": log_prob, "entropy": entropy, "skip_count": skip_count, "skip_penalty": penalty}
+                "log_prob": log_prob, "entropy": entropy, "skip_count": skip_count, "skip_penalty": penalty,
+                "skip_prob": tf.stack(skip_probs, axis=1)}
 
     def sample(self, m: int, seed: tf.Tensor) -> dict:
         """M arcs with their log-probs, entropies, skip counts and skip penalties."""

@@ -73,6 +73,27 @@ def make_strategy(kind: str):
     return None
 
 
+def make_controller_update(controller, optimizer, skip_weight: float, grad_clip: float):
+    """One REINFORCE step on M given arcs with their advantages (reward - baseline):
+    loss = -mean(log_prob * advantage) + skip_weight * mean(skip_penalty), i.e. the gradient
+    averaged over the M samples; global-norm clip; returns (loss, pre-clip gradient norm)."""
+    L = controller.num_layers
+
+    def update(branches, skips, advantages):
+        with tf.GradientTape() as tape:
+            out = controller.log_prob(branches, skips)
+            pg = -tf.reduce_mean(out["log_prob"] * advantages)
+            loss = pg + skip_weight * tf.reduce_mean(out["skip_penalty"])
+        grads = tape.gradient(loss, controller.trainable_variables)
+        gnorm = tf.linalg.global_norm(grads)
+        if grad_clip:
+            grads, _ = tf.clip_by_global_norm(grads, grad_clip, use_norm=gnorm)
+        optimizer.apply_gradients(zip(grads, controller.trainable_variables))
+        return loss, gnorm
+    return tf.function(update, input_signature=[tf.TensorSpec([None, L], tf.int32),
+                                                tf.TensorSpec([None, L, L], tf.int32), tf.TensorSpec([None])])
+
+
 class EnasTrainer(Trainer):
     algo = "enas"
     unit = "epoch"
@@ -140,9 +161,9 @@ class EnasTrainer(Trainer):
         seed = tf.TensorSpec([2], tf.int64)
         global_batch = float(self.cfg.data.batch_size)
 
-        def replica_grads(x, y, b, s):
+        def replica_grads(x, y, b, s, drop_seed):
             with tf.GradientTape() as tape:
-                logits = self.child(x, b, s, training=True)
+                logits = self.child(x, b, s, training=True, dropout_seed=drop_seed)
                 ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
                 loss = tf.reduce_sum(ce) / global_batch
             grads = tape.gradient(loss, self.child.trainable_variables)
@@ -166,7 +187,7 @@ class EnasTrainer(Trainer):
         if self.strategy is None:
             def child_step(x, y, step_seed):
                 b, s = arc_for_step(step_seed)
-                grads, loss, correct = replica_grads(x, y, b, s)
+                grads, loss, correct = replica_grads(x, y, b, s, step_seed + [0, 1])
                 return loss, correct, apply(grads)
             self.child_step = tf.function(child_step, input_signature=[img, lab, seed])
         else:
@@ -174,7 +195,12 @@ class EnasTrainer(Trainer):
 
             def child_step_dist(x, y, step_seed):
                 b, s = arc_for_step(step_seed)
-                grads, loss, correct = strat.run(replica_grads, args=(x, y, b, s))
+                ctx_seed = step_seed + [0, 1]
+
+                def per_replica(x, y):  # a different dropout mask on each replica's shard
+                    rid = tf.distribute.get_replica_context().replica_id_in_sync_group
+                    return replica_grads(x, y, b, s, ctx_seed + tf.cast(tf.stack([rid, 0]), tf.int64) * 7919)
+                grads, loss, correct = strat.run(per_replica, args=(x, y))
                 grads = [strat.reduce("SUM", g, axis=None) for g in grads]
                 loss = strat.reduce("SUM", loss, axis=None)
                 correct = strat.reduce("SUM", correct, axis=None)
@@ -198,19 +224,7 @@ class EnasTrainer(Trainer):
             return self.controller.sample(n, m_seed)
         self.sample_n = tf.function(sample_n, input_signature=[tf.TensorSpec([], tf.int32), seed])
 
-        def ctrl_update(branches, skips, advantages):
-            with tf.GradientTape() as tape:
-                out = self.controller.log_prob(branches, skips)
-                pg = -tf.reduce_mean(out["log_prob"] * advantages)
-                loss = pg + k.skip_weight * tf.reduce_mean(out["skip_penalty"])
-            grads = tape.gradient(loss, self.controller.trainable_variables)
-            gnorm = tf.linalg.global_norm(grads)
-            if k.grad_clip:
-                grads, _ = tf.clip_by_global_norm(grads, k.grad_clip, use_norm=gnorm)
-            self.ctrl_opt.apply_gradients(zip(grads, self.controller.trainable_variables))
-            return loss, gnorm
-        self.ctrl_update = tf.function(ctrl_update, input_signature=[
-            tf.TensorSpec([None, L], tf.int32), tf.TensorSpec([None, L, L], tf.int32), tf.TensorSpec([None])])
+        self.ctrl_update = make_controller_update(self.controller, self.ctrl_opt, k.skip_weight, k.grad_clip)
 
     # ---- checkpoint content ---------------------------------------------------------------------
     def trackables(self) -> dict:

@@ -1,0 +1,275 @@
+"""ENAS: controller (log-probs, skip KL, learning on a synthetic reward), the shared child (each
+branch a different op, factorized reductions), optimisation details (clipping, SGDR restarts),
+data loaders (digits, IDX, tfds mock cifar10), resume mid-search, export, 2-device mirroring."""
+
+import gzip
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from tf_rlnas import config as C
+from tf_rlnas.algos.enas.child import Branch, ChildNet, FactorizedReduction
+from tf_rlnas.algos.enas.config import EnasConfig
+from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_to_dict
+from tf_rlnas.algos.enas.trainer import EnasTrainer, cosine_lr, make_controller_update
+from tf_rlnas.cli import main
+from tf_rlnas.data.images import Splits, load_arrays
+from tf_rlnas.errors import UserError
+
+SMOKE = ["child.num_layers=3", "child.filters=8", "controller.train_steps=2", "controller.num_aggregate=3",
+         "search.eval_every=1", "search.eval_archs=3", "search.derive_archs=4", "search.derive_valid_batches=1",
+         "data.batch_size=64", "run.checkpoint_every=1"]
+
+
+@pytest.mark.parametrize("temperature", [None, 2.0])
+def test_log_prob_of_sampled_arc_equals_recomputed(temperature):
+    c = Controller(5, 16, temperature=temperature)
+    out = c.sample(6, tf.constant([3, 4], tf.int64))
+    again = c.log_prob(out["branches"], out["skips"])
+    for k in ("log_prob", "entropy", "skip_count", "skip_penalty"):
+        np.testing.assert_allclose(out[k].numpy(), again[k].numpy(), rtol=1e-5, atol=1e-5)
+    s = out["skips"].numpy()
+    assert np.all(np.triu(s[0]) == 0)  # only earlier layers
+    np.testing.assert_array_equal(out["skip_count"].numpy(), s.sum(axis=(1, 2)))
+    other = c.log_prob(out["branches"][::-1], out["skips"][::-1])["log_prob"].numpy()
+    np.testing.assert_allclose(other, out["log_prob"].numpy()[::-1], rtol=1e-5)
+    # a different arc has a different log-prob (the scorer really reads the arc)
+    flipped = tf.tensor_scatter_nd_update(out["branches"], [[0, 0]], [(int(out["branches"][0, 0]) + 1) % 6])
+    assert abs(float(c.log_prob(flipped, out["skips"])["log_prob"][0]) - float(out["log_prob"][0])) > 1e-4
+
+
+def test_skip_penalty_matches_numpy():
+    t = 0.4
+    c = Controller(5, 16, skip_target=t)
+    out = c.sample(4, tf.constant([1, 2], tf.int64))
+    p = out["skip_prob"].numpy()  # [M, L, L] sigmoid of the (tanh-shaped) attention logit
+    expected = []
+    for m in range(4):
+        per_layer = []
+        for i in range(1, 5):
+            q = p[m, i, :i]
+            per_layer.append(np.sum(q * np.log(q / t) + (1 - q) * np.log((1 - q) / (1 - t))))
+        expected.append(np.mean(per_layer))
+    np.testing.assert_allclose(out["skip_penalty"].numpy(), expected, rtol=1e-5)
+
+
+def test_each_branch_computes_a_different_op():
+    x = tf.random.stateless_normal((2, 8, 8, 4), seed=[1, 2])
+    outs = []
+    for kind in range(6):
+        br = Branch(kind, 4)
+        br(x)
+        outs.append(br(x).numpy())
+    for i in range(6):
+        for j in range(i + 1, 6):
+            assert not np.allclose(outs[i], outs[j], atol=1e-3), (i, j)
+    # and through the shared child: changing only layer 0's branch changes the logits, 6 ways
+    net = ChildNet(3, 8, 10, (8, 8, 1), keep_prob=1.0)
+    img = tf.random.stateless_normal((4, 8, 8, 1), seed=[5, 6])
+    skips = tf.zeros((3, 3), tf.int32)
+    logits = [net(img, tf.constant([k, 0, 0]), skips).numpy() for k in range(6)]
+    for i in range(6):
+        for j in range(i + 1, 6):
+            assert not np.allclose(logits[i], logits[j], atol=1e-5), (i, j)
+    # the max-pool branch really is a 3x3 max: compare with numpy on its 1x1-conv-BN-ReLU input
+    br = Branch(5, 4)
+    br(x)
+    pre = tf.nn.relu(br.inp_bn(br.inp(x), training=False)).numpy()
+    pad = np.pad(pre, [(0, 0), (1, 1), (1, 1), (0, 0)], constant_values=-np.inf)
+    ref = np.max([pad[:, a:a + 8, b:b + 8] for a in range(3) for b in range(3)], axis=0)
+    np.testing.assert_allclose(br(x).numpy(), ref, rtol=1e-6)
+
+
+def test_factorized_reduction_and_fixed_filter_doubling_shapes():
+    x = tf.zeros((2, 8, 8, 5))
+    assert FactorizedReduction(16)(x).shape == (2, 4, 4, 16)
+    assert FactorizedReduction(15)(x).shape == (2, 4, 4, 15)
+    assert FactorizedReduction(6)(tf.zeros((1, 7, 7, 3))).shape == (1, 4, 4, 6)
+    arc = (np.zeros(6, np.int32), np.zeros((6, 6), np.int32))
+    fixed = ChildNet(6, 4, 10, (16, 16, 3), fixed_arc=arc)
+    assert fixed.head.kernel.shape == (16, 10)  # 4 -> 8 -> 16 filters at the two pool layers
+    search = ChildNet(6, 4, 10, (16, 16, 3))
+    assert search.head.kernel.shape == (4, 10)  # search mode keeps F
+    assert len(fixed.trainable_variables) < len(search.trainable_variables) / 3  # only chosen branches exist
+
+
+def test_cosine_lr_restarts():
+    lr = lambda e: cosine_lr(e, 0.05, 5e-4, 10, 2)  # noqa: E731
+    for e in (0, 10, 30, 70, 150, 310):
+        assert lr(e) == pytest.approx(0.05)
+    assert lr(9) < 0.002 and lr(29) < 0.001 and lr(69) < 0.0006
+    assert lr(5) == pytest.approx(5e-4 + 0.5 * (0.05 - 5e-4))
+    assert lr(20) == pytest.approx(5e-4 + 0.5 * (0.05 - 5e-4))  # middle of the 20-epoch cycle
+
+
+def test_child_gradient_clipping_really_clips(tmp_path):
+    cfg = C.resolve(EnasConfig, [], SMOKE + ["child.grad_clip=0.001", "child.momentum=0", "child.l2=0",
+                                              "child.lr_max=1.0", "child.keep_prob=1.0"])
+    tr = EnasTrainer(cfg, str(tmp_path / "e"))
+    tr.child_opt.learning_rate.assign(1.0)
+    before = [v.numpy() for v in tr.child.trainable_variables]
+    x, y = next(iter(tr.splits.train(0)))
+    _, _, gnorm = tr.child_step(x, y, tf.constant([1, 2], tf.int64))
+    change = np.sqrt(sum(np.sum((v.numpy() - b) ** 2) for v, b in zip(tr.child.trainable_variables, before)))
+    assert float(gnorm) > 0.1  # the raw gradient is large ...
+    assert change == pytest.approx(0.001, rel=1e-3)  # ... the applied step has norm lr * clip
+
+
+def test_controller_learns_a_synthetic_reward():
+    """Reward = fraction of layers using branch 3 (sep-conv 5x5): REINFORCE with the EMA baseline
+    must raise that branch's probability and the mean reward."""
+    c = Controller(4, 32)
+    opt = keras.optimizers.Adam(1e-2, beta_1=0.0, beta_2=0.999, epsilon=1e-3)
+    update = make_controller_update(c, opt, skip_weight=0.0, grad_clip=5.0)
+    sample = tf.function(lambda seed: c.sample(16, seed))
+    baseline, rewards = None, []
+    for step in range(60):
+        out = sample(tf.constant([7, step], tf.int64))
+        b = out["branches"].numpy()
+        r = (b == 3).mean(axis=1)
+        adv = np.zeros(len(r), np.float32)
+        for i, ri in enumerate(r):
+            baseline = ri if baseline is None else baseline - 0.05 * (baseline - ri)
+            adv[i] = ri - baseline
+        update(out["branches"], out["skips"], adv)
+        rewards.append(r.mean())
+    assert np.mean(rewards[:5]) < 0.3  # about 1/6 at the start
+    assert np.mean(rewards[-5:]) > 0.7, rewards
+    final = sample(tf.constant([9, 9], tf.int64))["branches"].numpy()
+    assert (final == 3).mean() > 0.7
+
+
+def test_search_resume_restores_everything(tmp_path):
+    full = EnasTrainer(C.resolve(EnasConfig, [], SMOKE + ["child.epochs=3"]), str(tmp_path / "full"))
+    full.fit(progress=False)
+    part = EnasTrainer(C.resolve(EnasConfig, [], SMOKE + ["child.epochs=2"]), str(tmp_path / "part"))
+    part.fit(progress=False)
+    del part
+    resumed = EnasTrainer(C.resolve(EnasConfig, [], SMOKE + ["child.epochs=3"]), str(tmp_path / "part"))
+    resumed.fit(progress=False)
+    for a, b in zip(full.child.weights + full.controller.weights, resumed.child.weights + resumed.controller.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert float(full.baseline.numpy()) == float(resumed.baseline.numpy())
+    assert float(full.child_opt.learning_rate.numpy()) == float(resumed.child_opt.learning_rate.numpy())
+    for a, b in zip(full.child_opt.m, resumed.child_opt.m):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert int(full.ctrl_opt.iterations.numpy()) == int(resumed.ctrl_opt.iterations.numpy()) == 6
+    arch = json.load(open(tmp_path / "full" / "architecture.json"))
+    assert arch == json.load(open(tmp_path / "part" / "architecture.json"))
+    b, s = arc_from_dict(arch["architecture"])
+    assert arc_to_dict(b, s) == arch["architecture"] and len(b) == 3
+
+
+def test_search_then_fixed_retrain_and_export(tmp_path, capsys):
+    search = str(tmp_path / "search")
+    assert main(["train", "enas", *sum([["--set", s] for s in SMOKE], []), "--run-dir", search]) == 0
+    out = capsys.readouterr().out + capsys.readouterr().err
+    arc_file = os.path.join(search, "architecture.json")
+    assert os.path.exists(arc_file)
+    fixed = str(tmp_path / "fixed")
+    assert main(["train", "enas", "--config", "digits_fixed", "--set", f"fixed.arc_file={arc_file}",
+                 "--set", "child.epochs=2", "--set", "child.filters=8", "--run-dir", fixed]) == 0
+    summary = json.load(open(os.path.join(fixed, "summary.json")))
+    assert summary["final_eval"]["fixed/test_accuracy"] > 0.5
+    assert main(["export", fixed, "--out", str(tmp_path / "sm")]) == 0
+    m = tf.saved_model.load(str(tmp_path / "sm" / "fixed" / "1"))
+    digits = load_arrays("digits")
+    probs = m.signatures["serving_default"](images=tf.constant(digits.x_test[:50], tf.float32))["probabilities"].numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert (probs.argmax(1) == digits.y_test[:50]).mean() > 0.5
+    # bad architecture files: one clear error, exit 2
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"layers": [{"branch": 9}]}')
+    assert main(["train", "enas", "--config", "digits_fixed", "--set", f"fixed.arc_file={bad}",
+                 "--run-dir", str(tmp_path / "bad")]) == 2
+    assert main(["export", search, "--out", str(tmp_path / "sm")]) == 2  # a search run exports nothing
+
+
+def _write_idx(path, arr):
+    arr = np.asarray(arr, np.uint8)
+    header = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.tobytes())
+
+
+def test_fashion_mnist_idx_loader_and_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 50), ("t10k", 20)):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    a = load_arrays("fashion_mnist", str(tmp_path))
+    assert a.x_train.shape == (50, 28, 28, 1) and a.x_test.shape == (20, 28, 28, 1) and a.y_train.max() < 10
+    with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(bytes([0, 0, 8, 1]) + struct.pack(">I", 20) + b"\x01" * 5)  # truncated
+    with pytest.raises(UserError, match="truncated or corrupt"):
+        load_arrays("fashion_mnist", str(tmp_path))
+    with pytest.raises(UserError, match="not found"):
+        load_arrays("fashion_mnist", str(tmp_path / "absent"))
+    if os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        real = load_arrays("fashion_mnist")
+        assert real.x_train.shape == (60000, 28, 28, 1) and real.x_test.shape == (10000, 28, 28, 1)
+
+
+def test_cifar10_through_tfds_mock_and_missing_data_error(tmp_path):
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=40):
+        a = load_arrays("cifar10", str(tmp_path), download=False)
+    assert a.x_train.shape[1:] == (32, 32, 3) and a.num_classes == 10 and len(a.y_train) == 40
+    sp = Splits(a, valid_size=8, batch_size=16, eval_batch_size=8, seed=0, augment_pad=4, augment_flip=True)
+    x, y = next(iter(sp.train(0)))
+    assert x.shape == (16, 32, 32, 3) and abs(float(tf.reduce_mean(x))) < 0.5
+    with pytest.raises(UserError, match="cifar10 is not available"):
+        load_arrays("cifar10", str(tmp_path / "empty"), download=False)
+
+
+def test_digits_splits_are_seeded_and_normalised():
+    a = load_arrays("digits")
+    assert a.x_train.shape == (1438, 8, 8, 1) and a.x_test.shape == (359, 8, 8, 1)
+    sp = Splits(a, valid_size=300, batch_size=32, eval_batch_size=64, seed=1)
+    assert sp.sizes == {"train": 1138, "valid": 300, "test": 359}
+    assert abs(sp.x_train.mean()) < 1e-4 and abs(sp.x_train.std() - 1) < 1e-3
+    b1 = [y.numpy() for _, y in sp.train(3)]
+    b2 = [y.numpy() for _, y in sp.train(3)]
+    b3 = [y.numpy() for _, y in sp.train(4)]
+    assert all(np.array_equal(p, q) for p, q in zip(b1, b2)) and not np.array_equal(b1[0], b3[0])
+    with pytest.raises(UserError, match="valid_size"):
+        Splits(a, valid_size=5000, batch_size=32, eval_batch_size=64, seed=1)
+
+
+@pytest.mark.timeout(600)
+def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
+    """Fresh processes (TF's devices must be split before start-up): 2 epochs of fixed-arc
+    training with MirroredStrategy on 2 logical CPUs vs 1 device."""
+    arc = tmp_path / "arc.json"
+    arc.write_text(json.dumps(arc_to_dict(np.array([0, 1, 4]), np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]]))))
+    common = ["--config", "digits_fixed", "--set", f"fixed.arc_file={arc}", "--set", "child.epochs=2",
+              "--set", "child.filters=8", "--set", "child.keep_prob=1.0", "--set", "data.batch_size=32",
+              "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": REPO}
+    for name, extra in (("one", []), ("two", ["--set", "distribute.strategy=mirrored",
+                                              "--set", "distribute.cpu_devices=2"])):
+        r = subprocess.run([sys.executable, "-m", "tf_rlnas", "train", "enas", *common, *extra,
+                            "--run-dir", str(tmp_path / name)], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+    one = tf.train.load_checkpoint(str(tmp_path / "one" / "checkpoints"))
+    two = tf.train.load_checkpoint(str(tmp_path / "two" / "checkpoints"))
+    names = [n for n in one.get_variable_to_shape_map() if n.startswith("child/") and "OPTIMIZER" not in n]
+    assert len(names) > 20
+    worst = 0.0
+    for n in names:
+        a, b = one.get_tensor(n), two.get_tensor(n)
+        if a.dtype.kind == "f":
+            worst = max(worst, float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-6)))
+    print("largest relative difference 1 vs 2 devices:", worst)
+    assert worst < 1e-3
+    s1 = json.load(open(tmp_path / "one" / "summary.json"))["final_eval"]["fixed/test_accuracy"]
+    s2 = json.load(open(tmp_path / "two" / "summary.json"))["final_eval"]["fixed/test_accuracy"]
+    assert abs(s1 - s2) < 0.01
