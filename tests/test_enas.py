@@ -246,12 +246,14 @@ def test_digits_splits_are_seeded_and_normalised():
 
 @pytest.mark.timeout(600)
 def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
-    """Fresh processes (TF's devices must be split before start-up): 2 epochs of fixed-arc
-    training with MirroredStrategy on 2 logical CPUs vs 1 device."""
+    """Fresh processes (TF's devices must be split before start-up): one epoch of fixed-arc
+    training with MirroredStrategy on 2 logical CPUs vs 1 device: the same training loss and the
+    same trainable weights up to float rounding (BN batch statistics are synchronised; the BN
+    moving averages, used only at inference, are updated from per-replica statistics and differ)."""
     arc = tmp_path / "arc.json"
     arc.write_text(json.dumps(arc_to_dict(np.array([0, 1, 4]), np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]]))))
-    common = ["--config", "digits_fixed", "--set", f"fixed.arc_file={arc}", "--set", "child.epochs=2",
-              "--set", "child.filters=8", "--set", "child.keep_prob=1.0", "--set", "data.batch_size=32",
+    common = ["--config", "digits_fixed", "--set", f"fixed.arc_file={arc}", "--set", "child.epochs=1",
+              "--set", "child.filters=8", "--set", "child.keep_prob=1.0", "--set", "data.batch_size=64",
               "--no-progress"]
     env = {**os.environ, "PYTHONPATH": REPO}
     for name, extra in (("one", []), ("two", ["--set", "distribute.strategy=mirrored",
@@ -261,15 +263,16 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
     one = tf.train.load_checkpoint(str(tmp_path / "one" / "checkpoints"))
     two = tf.train.load_checkpoint(str(tmp_path / "two" / "checkpoints"))
-    names = [n for n in one.get_variable_to_shape_map() if n.startswith("child/") and "OPTIMIZER" not in n]
+    names = [n for n in one.get_variable_to_shape_map() if n.startswith("child/") and "moving_" not in n]
     assert len(names) > 20
     worst = 0.0
     for n in names:
         a, b = one.get_tensor(n), two.get_tensor(n)
         if a.dtype.kind == "f":
-            worst = max(worst, float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-6)))
-    print("largest relative difference 1 vs 2 devices:", worst)
-    assert worst < 1e-3
-    s1 = json.load(open(tmp_path / "one" / "summary.json"))["final_eval"]["fixed/test_accuracy"]
-    s2 = json.load(open(tmp_path / "two" / "summary.json"))["final_eval"]["fixed/test_accuracy"]
-    assert abs(s1 - s2) < 0.01
+            worst = max(worst, float(np.max(np.abs(a - b))))
+            # (relative terms would mislead for BN offsets that feed another BN: their gradient is
+            # ~0, so they hold rounding noise near zero)
+    print("largest absolute difference 1 vs 2 devices:", worst)
+    assert worst < 1e-4
+    l1, l2 = (json.load(open(tmp_path / n / "summary.json"))["final_metrics"]["child/loss"] for n in ("one", "two"))
+    assert abs(l1 - l2) < 1e-4 * abs(l1)

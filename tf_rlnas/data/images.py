@@ -99,11 +99,8 @@ def load_cifar10(data_dir: str | None, download: bool) -> ImageArrays:
     try:
         builder = tfds.builder("cifar10", data_dir=data_dir)
         if download:
-            builder.download_and_prepare()
-        elif not os.path.isdir(builder.data_dir) or not os.listdir(builder.data_dir):
-            raise FileNotFoundError(builder.data_dir)
-        train = tfds.as_numpy(builder.as_dataset(split="train", batch_size=-1, as_supervised=True))
-        test = tfds.as_numpy(builder.as_dataset(split="test", batch_size=-1, as_supervised=True))
+            builder.download_and_prepare()  # a no-op when the data is already prepared
+        train, test = (_to_numpy(builder.as_dataset(split=s, as_supervised=True)) for s in ("train", "test"))
     except Exception as e:  # noqa: BLE001 - any failure to obtain the data is the same user problem
         where = data_dir or "~/tensorflow_datasets"
         raise UserError(
@@ -112,6 +109,18 @@ def load_cifar10(data_dir: str | None, download: bool) -> ImageArrays:
             f"`python -c \"import tensorflow_datasets as tfds; tfds.builder('cifar10', data_dir='DIR')"
             f".download_and_prepare()\"` and copy DIR here, then set data.data_dir") from None
     return ImageArrays(train[0], train[1].astype(np.int64), test[0], test[1].astype(np.int64), 10)
+
+
+def _to_numpy(ds) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of a finite tf.data split (batched reads; ``batch_size=-1`` crashes on
+    tfds' mock data)."""
+    xs, ys = [], []
+    for x, y in ds.batch(10_000).as_numpy_iterator():
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        raise ValueError("the split is empty")
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def load_arrays(name: str, data_dir: str | None = None, download: bool = True) -> ImageArrays:
