@@ -32,7 +32,7 @@ ALGOS: dict[str, AlgoSpec] = {
     "enas": AlgoSpec("enas", "ENAS macro search: LSTM controller + shared CNN (REINFORCE), fixed-architecture retraining",
                      "tf_rlnas.algos.enas.config:EnasConfig", "tf_rlnas.algos.enas.trainer:EnasTrainer",
                      "tf_rlnas.algos.enas.bench:run"),
-    "sac": AlgoSpec("sac", "Soft Actor-Critic (twin fused critics, automatic entropy tuning)",
+    "sac": AlgoSpec("sac", "Soft Actor-Critic (twin critics, automatic entropy tuning, optional bf16 matmuls)",
                     "tf_rlnas.algos.sac.config:SACConfig", "tf_rlnas.algos.sac.trainer:SACTrainer",
                     "tf_rlnas.algos.sac.bench:run"),
     "ace": AlgoSpec("ace", "ACE: SAC + causality-aware entropy + dormancy-guided soft resets",
