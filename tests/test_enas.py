@@ -193,6 +193,27 @@ def test_search_then_fixed_retrain_and_export(tmp_path, capsys):
     assert main(["export", search, "--out", str(tmp_path / "sm")]) == 2  # a search run exports nothing
 
 
+def test_fused_bn_matches_keras_bn():
+    from tf_rlnas.algos.enas.child import FusedBN
+    x = tf.random.stateless_normal((8, 5, 5, 3), seed=[1, 2]) * 2 + 1
+    w = tf.random.stateless_normal((8, 5, 5, 3), seed=[3, 4])
+    fused, ref = FusedBN(), keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    fused.build(x.shape)
+    ref.build(x.shape)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ya, yb = fused(x, training=True), ref(x, training=True)
+        la, lb = tf.reduce_sum(ya * w), tf.reduce_sum(yb * w)
+    np.testing.assert_allclose(ya.numpy(), yb.numpy(), atol=1e-5)
+    for p, q in zip(tape.gradient(la, [x, fused.gamma, fused.beta]), tape.gradient(lb, [x, ref.gamma, ref.beta])):
+        np.testing.assert_allclose(p.numpy(), q.numpy(), atol=1e-4)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), ref.moving_mean.numpy(), atol=1e-6)
+    # inference uses the moving statistics
+    xi = tf.random.stateless_normal((4, 5, 5, 3), seed=[5, 6])
+    mean, var = fused.moving_mean.numpy(), fused.moving_variance.numpy()
+    np.testing.assert_allclose(fused(xi).numpy(), (xi.numpy() - mean) / np.sqrt(var + 1e-5), atol=1e-5)
+
+
 def _write_idx(path, arr):
     arr = np.asarray(arr, np.uint8)
     header = bytes([0, 0, 8, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
@@ -256,8 +277,10 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
               "--set", "child.filters=8", "--set", "child.keep_prob=1.0", "--set", "data.batch_size=64",
               "--no-progress"]
     env = {**os.environ, "PYTHONPATH": REPO}
-    for name, extra in (("one", []), ("two", ["--set", "distribute.strategy=mirrored",
-                                              "--set", "distribute.cpu_devices=2"])):
+    # both runs use MirroredStrategy (synchronized Keras BN): 1 device vs 2; the default no-strategy
+    # path uses fused BN, equal up to rounding (test_fused_bn_matches_keras_bn)
+    for name, extra in (("one", ["--set", "distribute.strategy=mirrored"]),
+                        ("two", ["--set", "distribute.strategy=mirrored", "--set", "distribute.cpu_devices=2"])):
         r = subprocess.run([sys.executable, "-m", "tf_rlnas", "train", "enas", *common, *extra,
                             "--run-dir", str(tmp_path / name)], env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-2000:]

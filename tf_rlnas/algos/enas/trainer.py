@@ -122,7 +122,7 @@ class EnasTrainer(Trainer):
         scope = self.strategy.scope() if self.strategy else _null()
         with scope:
             self.child = ChildNet(num_layers, c.filters, self.splits.num_classes, self.splits.image_shape,
-                                  keep_prob=c.keep_prob, fixed_arc=arc)
+                                  keep_prob=c.keep_prob, fixed_arc=arc, synchronized_bn=self.strategy is not None)
             self.child_opt = NesterovSGD(c.lr_max, c.momentum, c.l2, name="child_sgd")
             self.child_opt.build(self.child.trainable_variables)
         self.arc = arc
