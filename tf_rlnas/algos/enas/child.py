@@ -70,12 +70,11 @@ def _bn(name, synchronized: bool = False):
 class Branch(keras.layers.Layer):
     """One of the six ops: 0 conv3x3, 1 sep-conv3x3, 2 conv5x5, 3 sep-conv5x5, 4 avg-pool, 5 max-pool."""
 
-    def __init__(self, kind: int, filters: int, weight_decay: float = 0.0, sync_bn: bool = False, **kw):
+    def __init__(self, kind: int, filters: int, sync_bn: bool = False, **kw):
         super().__init__(**kw)
         self.kind = int(kind)
-        reg = keras.regularizers.L2(weight_decay) if weight_decay else None
         self.inp = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=KERNEL_INIT,
-                                       kernel_regularizer=reg, name="conv1x1")
+                                       name="conv1x1")
         self.inp_bn = _bn("bn1x1", sync_bn)
         if self.kind < 4:
             k = 3 if self.kind in (0, 1) else 5
@@ -83,11 +82,10 @@ class Branch(keras.layers.Layer):
                 self.op = keras.layers.SeparableConv2D(filters, k, padding="same", use_bias=False,
                                                        depthwise_initializer=KERNEL_INIT,
                                                        pointwise_initializer=KERNEL_INIT,
-                                                       depthwise_regularizer=reg, pointwise_regularizer=reg,
                                                        name=f"sepconv{k}x{k}")
             else:
                 self.op = keras.layers.Conv2D(filters, k, padding="same", use_bias=False,
-                                              kernel_initializer=KERNEL_INIT, kernel_regularizer=reg,
+                                              kernel_initializer=KERNEL_INIT,
                                               name=f"conv{k}x{k}")
             self.out_bn = _bn("bn_out", sync_bn)
         elif self.kind == 4:
@@ -104,13 +102,12 @@ class Branch(keras.layers.Layer):
 
 
 class FactorizedReduction(keras.layers.Layer):
-    def __init__(self, filters: int, weight_decay: float = 0.0, sync_bn: bool = False, **kw):
+    def __init__(self, filters: int, sync_bn: bool = False, **kw):
         super().__init__(**kw)
-        reg = keras.regularizers.L2(weight_decay) if weight_decay else None
         self.path1 = keras.layers.Conv2D(filters // 2, 1, strides=2, use_bias=False,
-                                         kernel_initializer=KERNEL_INIT, kernel_regularizer=reg, name="path1")
+                                         kernel_initializer=KERNEL_INIT, name="path1")
         self.path2 = keras.layers.Conv2D(filters - filters // 2, 1, strides=2, use_bias=False,
-                                         kernel_initializer=KERNEL_INIT, kernel_regularizer=reg, name="path2")
+                                         kernel_initializer=KERNEL_INIT, name="path2")
         self.bn = _bn("bn", sync_bn)
 
     def call(self, x, training=False):
@@ -121,16 +118,15 @@ class FactorizedReduction(keras.layers.Layer):
 
 class ChildNet(keras.Model):
     def __init__(self, num_layers: int, filters: int, num_classes: int, image_shape, keep_prob: float = 0.9,
-                 weight_decay: float = 0.0, fixed_arc: tuple | None = None, synchronized_bn: bool = False,
+                 fixed_arc: tuple | None = None, synchronized_bn: bool = False,
                  name: str = "child"):
         super().__init__(name=name)
         sync = synchronized_bn
         self.num_layers, self.num_classes = num_layers, num_classes
         self.fixed = fixed_arc is not None
         self.pools = pool_layers(num_layers)
-        reg = keras.regularizers.L2(weight_decay) if weight_decay else None
         self.stem = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                                        kernel_initializer=KERNEL_INIT, kernel_regularizer=reg, name="stem")
+                                        kernel_initializer=KERNEL_INIT, name="stem")
         self.stem_bn = _bn("stem_bn", sync)
         if self.fixed:
             b, s = (np.asarray(a, np.int32) for a in fixed_arc)
@@ -139,7 +135,7 @@ class ChildNet(keras.Model):
         self.layer_branches, self.layer_bns, self.reductions = [], [], []
         for i in range(num_layers):
             kinds = [int(self.fixed_branches[i])] if self.fixed else range(NUM_BRANCHES)
-            branches = [Branch(k, f, weight_decay, sync, name=f"layer{i}_branch{k}") for k in kinds]
+            branches = [Branch(k, f, sync, name=f"layer{i}_branch{k}") for k in kinds]
             for j, br in enumerate(branches):
                 setattr(self, f"_l{i}_b{j}", br)  # tracked attributes (lists are not checkpointed)
             self.layer_branches.append(branches)
@@ -149,7 +145,7 @@ class ChildNet(keras.Model):
             if i in self.pools:
                 if self.fixed:
                     f *= 2
-                reds = [FactorizedReduction(f, weight_decay, sync, name=f"reduce{i}_{j}") for j in range(i + 1)]
+                reds = [FactorizedReduction(f, sync, name=f"reduce{i}_{j}") for j in range(i + 1)]
                 for j, r in enumerate(reds):
                     setattr(self, f"_r{i}_{j}", r)
                 self.reductions.append(reds)
