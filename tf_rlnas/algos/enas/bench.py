@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tf_rlnas.algos.enas.child import ChildNet
 from tf_rlnas.algos.enas.controller import Controller
+from tf_rlnas.algos.enas.trainer import make_child_step
 from tf_rlnas.nn.optim import NesterovSGD
 
 
@@ -36,24 +37,14 @@ def run(cfg, seconds: float = 10.0) -> None:
     print(f"enas bench  images {shape}  batch={B}  layers={L}  filters={F}  shared params={params / 1e6:.2f}M  "
           f"intra-op threads={tf.config.threading.get_intra_op_parallelism_threads() or 'default'}")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *shape]), tf.TensorSpec([None], tf.int32),
-                                  tf.TensorSpec([2], tf.int64)])
-    def step(x, y, seed):
-        arc = ctrl.sample(1, seed)
-        with tf.GradientTape() as tape:
-            logits = child(x, arc["branches"][0], arc["skips"][0], training=True, dropout_seed=seed)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-        grads = tape.gradient(loss, child.trainable_variables)
-        grads, _ = tf.clip_by_global_norm(grads, c.grad_clip or 1e9)
-        opt.apply_gradients(zip(grads, child.trainable_variables))
-        return loss
+    step = make_child_step(child, opt, ctrl, c.grad_clip, B, shape)
 
     x = tf.random.stateless_normal((B, *shape), seed=[1, 2])
     y = tf.random.stateless_uniform((B,), seed=[3, 4], maxval=10, dtype=tf.int32)
     t0 = time.perf_counter()
     step(x, y, tf.constant([0, 0], tf.int64))
     print(f"  first call (trace + one step): {time.perf_counter() - t0:.1f} s")
-    n, dt = _timed(lambda i: step(x, y, tf.constant([1, i], tf.int64)).numpy(), seconds)
+    n, dt = _timed(lambda i: step(x, y, tf.constant([1, i], tf.int64))[0].numpy(), seconds)
     print(f"  shared CNN, fresh arc every step: {n / dt:6.2f} train steps/s  {n * B / dt:7.1f} images/s")
 
     @tf.function(input_signature=[tf.TensorSpec([None, *shape]), tf.TensorSpec([2], tf.int64)])

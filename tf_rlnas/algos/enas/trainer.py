@@ -73,6 +73,58 @@ def make_strategy(kind: str):
     return None
 
 
+def make_child_step(child, optimizer, controller, grad_clip: float, global_batch: int, image_shape,
+                    strategy=None):
+    """One shared-child SGD step as a tf.function ``(x, y, seed [2]) -> (loss, #correct, grad norm)``:
+    a fresh arc from ``controller`` (``None``: the fixed network), cross-entropy summed over the
+    global batch / its size, dropout seeded from ``seed``, gradients (summed over replicas under
+    ``strategy``) clipped by global norm and applied once."""
+    L = child.num_layers
+    variables = child.trainable_variables
+
+    def arc_for_step(seed):
+        if controller is None:
+            return tf.zeros([L], tf.int32), tf.zeros([L, L], tf.int32)
+        out = controller.sample(1, seed)
+        return out["branches"][0], out["skips"][0]
+
+    def grads_of(x, y, b, s, drop_seed):
+        with tf.GradientTape() as tape:
+            logits = child(x, b, s, training=True, dropout_seed=drop_seed)
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)) / float(global_batch)
+        grads = tape.gradient(loss, variables)
+        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
+        return grads, loss, correct
+
+    def apply(grads):
+        gnorm = tf.linalg.global_norm(grads)
+        if grad_clip:
+            grads, _ = tf.clip_by_global_norm(grads, grad_clip, use_norm=gnorm)
+        optimizer.apply_gradients(zip(grads, variables))
+        return gnorm
+
+    if strategy is None:
+        def step(x, y, seed):
+            b, s = arc_for_step(seed)
+            grads, loss, correct = grads_of(x, y, b, s, seed + [0, 1])
+            return loss, correct, apply(grads)
+        return tf.function(step, input_signature=[tf.TensorSpec([None, *image_shape], tf.float32),
+                                                  tf.TensorSpec([None], tf.int32), tf.TensorSpec([2], tf.int64)])
+
+    def step_dist(x, y, seed):
+        b, s = arc_for_step(seed)
+
+        def per_replica(x, y):  # a different dropout mask on each replica's shard
+            rid = tf.distribute.get_replica_context().replica_id_in_sync_group
+            return grads_of(x, y, b, s, seed + [0, 1] + tf.cast(tf.stack([rid, 0]), tf.int64) * 7919)
+        grads, loss, correct = strategy.run(per_replica, args=(x, y))
+        grads = [strategy.reduce("SUM", g, axis=None) for g in grads]
+        return (strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", correct, axis=None),
+                apply(grads))
+    return tf.function(step_dist)
+
+
 def make_controller_update(controller, optimizer, skip_weight: float, grad_clip: float):
     """One REINFORCE step on M given arcs with their advantages (reward - baseline):
     loss = -mean(log_prob * advantage) + skip_weight * mean(skip_penalty), i.e. the gradient
@@ -159,53 +211,8 @@ class EnasTrainer(Trainer):
         lab = tf.TensorSpec([None], tf.int32)
         arc_b, arc_s = tf.TensorSpec([L], tf.int32), tf.TensorSpec([L, L], tf.int32)
         seed = tf.TensorSpec([2], tf.int64)
-        global_batch = float(self.cfg.data.batch_size)
-
-        def replica_grads(x, y, b, s, drop_seed):
-            with tf.GradientTape() as tape:
-                logits = self.child(x, b, s, training=True, dropout_seed=drop_seed)
-                ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
-                loss = tf.reduce_sum(ce) / global_batch
-            grads = tape.gradient(loss, self.child.trainable_variables)
-            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.child.trainable_variables)]
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
-            return grads, loss, correct
-
-        def apply(grads):
-            gnorm = tf.linalg.global_norm(grads)
-            if self.cfg.child.grad_clip:
-                grads, _ = tf.clip_by_global_norm(grads, self.cfg.child.grad_clip, use_norm=gnorm)
-            self.child_opt.apply_gradients(zip(grads, self.child.trainable_variables))
-            return gnorm
-
-        def arc_for_step(step_seed):
-            if self.fixed:
-                return tf.zeros([L], tf.int32), tf.zeros([L, L], tf.int32)
-            out = self.controller.sample(1, step_seed)
-            return out["branches"][0], out["skips"][0]
-
-        if self.strategy is None:
-            def child_step(x, y, step_seed):
-                b, s = arc_for_step(step_seed)
-                grads, loss, correct = replica_grads(x, y, b, s, step_seed + [0, 1])
-                return loss, correct, apply(grads)
-            self.child_step = tf.function(child_step, input_signature=[img, lab, seed])
-        else:
-            strat = self.strategy
-
-            def child_step_dist(x, y, step_seed):
-                b, s = arc_for_step(step_seed)
-                ctx_seed = step_seed + [0, 1]
-
-                def per_replica(x, y):  # a different dropout mask on each replica's shard
-                    rid = tf.distribute.get_replica_context().replica_id_in_sync_group
-                    return replica_grads(x, y, b, s, ctx_seed + tf.cast(tf.stack([rid, 0]), tf.int64) * 7919)
-                grads, loss, correct = strat.run(per_replica, args=(x, y))
-                grads = [strat.reduce("SUM", g, axis=None) for g in grads]
-                loss = strat.reduce("SUM", loss, axis=None)
-                correct = strat.reduce("SUM", correct, axis=None)
-                return loss, correct, apply(grads)
-            self.child_step = tf.function(child_step_dist)
+        self.child_step = make_child_step(self.child, self.child_opt, self.controller, self.cfg.child.grad_clip,
+                                          self.cfg.data.batch_size, self.splits.image_shape, self.strategy)
 
         def accuracy(x, y, b, s):
             logits = self.child(x, b, s, training=False)
@@ -215,10 +222,6 @@ class EnasTrainer(Trainer):
         if self.fixed:
             return
         k = self.cfg.controller
-
-        def sample(m_seed):
-            return self.controller.sample(k.num_aggregate, m_seed)
-        self.sample = tf.function(sample, input_signature=[seed])
 
         def sample_n(n, m_seed):
             return self.controller.sample(n, m_seed)
@@ -276,7 +279,7 @@ class EnasTrainer(Trainer):
         rewards_all, accs, ents, skips, losses, gnorms = [], [], [], [], [], []
         baseline, has = float(self.baseline.numpy()), bool(self.has_baseline.numpy())
         for _ in range(k.train_steps):
-            out = self.sample(self._seed())
+            out = self.sample_n(k.num_aggregate, self._seed())
             b, s = out["branches"].numpy(), out["skips"].numpy()
             ent = out["entropy"].numpy()
             adv = np.zeros(len(b), np.float32)
