@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+import keras
 import tensorflow as tf
 
 
@@ -62,9 +63,11 @@ class NesterovSGD(tf.Module):
 
         g <- g + l2 * theta;  m <- mu m - lr g;  theta <- theta + mu m - lr g
 
-    (the Keras/TF Nesterov form). Built from plain ``assign`` ops so that ``apply`` works in a
-    tf.distribute cross-replica context on mirrored variables (every copy gets the same update from
-    the all-reduced gradient). ``learning_rate`` is a variable: the cosine schedule assigns it.
+    (the Keras/TF Nesterov form), one fused ``ResourceApplyKerasMomentum`` kernel per variable (the
+    same update from ``assign`` ops is ~6 small ops per variable; a 12-layer ENAS child has ~450
+    variables). A mirrored variable's update goes through
+    ``strategy.extended.update``, which runs it on every copy of a mirrored variable with the
+    all-reduced gradient. ``learning_rate`` is a variable: the cosine schedule assigns it.
     """
 
     def __init__(self, learning_rate: float, momentum: float = 0.9, l2: float = 0.0, name: str = "sgd"):
@@ -82,15 +85,23 @@ class NesterovSGD(tf.Module):
                 base = var.name.split(":")[0].replace("/", "_")
                 self.m.append(tf.Variable(tf.zeros(var.shape, var.dtype), trainable=False, name=f"{base}_m"))
 
+    def _apply_one(self, var, g, m, lr):
+        if self.l2 and len(var.shape) >= 2:
+            g = g + self.l2 * tf.convert_to_tensor(var)
+        tf.raw_ops.ResourceApplyKerasMomentum(var=var.handle, accum=m.handle, lr=lr, grad=g,
+                                              momentum=tf.constant(self.momentum, var.dtype),
+                                              use_nesterov=True)
+
     def apply_gradients(self, grads_and_vars: Iterable) -> None:
-        lr, mu = self.learning_rate, self.momentum
+        lr = tf.convert_to_tensor(self.learning_rate)
         for g, var in grads_and_vars:
             if g is None:
                 continue
-            if self.l2 and len(var.shape) >= 2:
-                g = g + self.l2 * var
             m = self.m[self._index[id(var)]]
-            m_new = mu * m - lr * g
-            m.assign(m_new)
-            var.assign_add(mu * m_new - lr * g)
+            var = var.value if isinstance(var, keras.Variable) else var  # Keras 3 wraps the tf.Variable
+            if isinstance(var, tf.distribute.DistributedValues):  # a mirrored variable: every copy
+                var.distribute_strategy.extended.update(
+                    var, lambda v, g, m: self._apply_one(v, g, m, lr), args=(g, m), group=False)
+            else:
+                self._apply_one(var, g, m, lr)
         self.iterations.assign_add(1)
