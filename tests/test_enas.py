@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from conftest import REPO
 from tf_rlnas import config as C
-from tf_rlnas.algos.enas.child import Branch, ChildNet, FactorizedReduction
+from tf_rlnas.algos.enas.child import Branch, ChildNet, FactorizedReduction, crop_top_left
 from tf_rlnas.algos.enas.config import EnasConfig
 from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_to_dict
 from tf_rlnas.algos.enas.trainer import EnasTrainer, cosine_lr, make_controller_update
@@ -99,6 +99,52 @@ def test_factorized_reduction_and_fixed_filter_doubling_shapes():
     search = ChildNet(6, 4, 10, (16, 16, 3))
     assert search.head.kernel.shape == (4, 10)  # search mode keeps F
     assert len(fixed.trainable_variables) < len(search.trainable_variables) / 3  # only chosen branches exist
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_factorized_reduction_values_and_gradient(size):
+    """Path 1 = 1x1 stride-2 conv of x, path 2 = the same on x shifted by one pixel (zero-filled),
+    written the textbook way in numpy; and the hand-written gradient of the crop == TF's own."""
+    x = tf.random.stateless_normal((2, size, size, 3), seed=[7, size])
+    red = FactorizedReduction(4)
+    red(x)
+    xs = np.zeros_like(x.numpy())
+    xs[:, :-1, :-1] = x.numpy()[:, 1:, 1:]
+    k1, k2 = red.path1.kernel.numpy()[0, 0], red.path2.kernel.numpy()[0, 0]
+    pre = np.concatenate([x.numpy()[:, ::2, ::2] @ k1, xs[:, ::2, ::2] @ k2], axis=-1)
+    ref = (pre - pre.mean((0, 1, 2))) / np.sqrt(pre.var((0, 1, 2)) + 1e-5)  # BN, gamma 1, beta 0
+    np.testing.assert_allclose(red(x, training=True).numpy(), ref, atol=2e-4)
+    w = tf.random.stateless_normal((2, size - 1, size - 1, 3), seed=[8, size])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        mine = tf.reduce_sum(crop_top_left(x) * w)
+        theirs = tf.reduce_sum(x[:, 1:, 1:, :] * w)
+    np.testing.assert_array_equal(tape.gradient(mine, x).numpy(), tape.gradient(theirs, x).numpy())
+
+
+def test_bfloat16_child_matches_float32_and_keeps_float32_weights():
+    """compute_dtype=bfloat16: same weights -> logits within bf16 rounding of the float32 net; the
+    variables and their gradients stay float32; all branches and skips still run."""
+    shape, L = (8, 8, 1), 4
+    f32 = ChildNet(L, 8, 10, shape, keep_prob=1.0)
+    b16 = ChildNet(L, 8, 10, shape, keep_prob=1.0, compute_dtype="bfloat16")
+    for a, b in zip(f32.weights, b16.weights):
+        b.assign(a)
+    x = tf.random.stateless_normal((16, *shape), seed=[3, 4])
+    y = tf.random.stateless_uniform((16,), seed=[5, 6], maxval=10, dtype=tf.int32)
+    skips = tf.constant(np.tril(np.ones((L, L)), -1), tf.int32)
+    for branches in ([0, 1, 2, 3], [3, 4, 5, 0]):
+        lf = f32(x, tf.constant(branches), skips, training=True).numpy()
+        lb = b16(x, tf.constant(branches), skips, training=True)
+        assert lb.dtype == tf.float32
+        assert np.max(np.abs(lb.numpy() - lf)) < 0.05 * np.max(np.abs(lf)) + 1e-2
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            y, b16(x, tf.constant([0, 1, 2, 3]), skips, training=True)))
+    grads = tape.gradient(loss, b16.trainable_variables)
+    assert all(v.dtype == tf.float32 for v in b16.trainable_variables)
+    assert all(g is None or g.dtype == tf.float32 for g in grads)
+    assert float(tf.linalg.global_norm([g for g in grads if g is not None])) > 0
 
 
 def test_cosine_lr_restarts():

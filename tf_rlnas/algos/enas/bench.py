@@ -10,7 +10,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tf_rlnas.algos.enas.child import ChildNet
+from tf_rlnas.algos.enas.child import ChildNet, disable_bn_relu_fusion
 from tf_rlnas.algos.enas.controller import Controller
 from tf_rlnas.algos.enas.trainer import make_child_step
 from tf_rlnas.nn.optim import NesterovSGD
@@ -29,12 +29,14 @@ def run(cfg, seconds: float = 10.0) -> None:
     c, k = cfg.child, cfg.controller
     B, L, F = cfg.data.batch_size, c.num_layers, c.filters
     shape = (32, 32, 3)
-    child = ChildNet(L, F, 10, shape, keep_prob=c.keep_prob)
+    disable_bn_relu_fusion()
+    child = ChildNet(L, F, 10, shape, keep_prob=c.keep_prob, compute_dtype=c.compute_dtype)
     ctrl = Controller(L, k.lstm_size, tanh_constant=k.tanh_constant, temperature=k.temperature)
     opt = NesterovSGD(c.lr_max, c.momentum, c.l2)
     opt.build(child.trainable_variables)
     params = sum(int(np.prod(v.shape)) for v in child.trainable_variables)
     print(f"enas bench  images {shape}  batch={B}  layers={L}  filters={F}  shared params={params / 1e6:.2f}M  "
+          f"compute={c.compute_dtype}  "
           f"intra-op threads={tf.config.threading.get_intra_op_parallelism_threads() or 'default'}")
 
     step = make_child_step(child, opt, ctrl, c.grad_clip, B, shape)

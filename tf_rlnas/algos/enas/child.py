@@ -38,11 +38,13 @@ class FusedBN(keras.layers.Layer):
 
     def build(self, input_shape):
         c = int(input_shape[-1])
-        self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
-        self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False, name="moving_mean")
-        self.moving_variance = self.add_weight(shape=(c,), initializer="ones", trainable=False,
-                                               name="moving_variance")
+        # autocast off: under a bfloat16 policy x is bfloat16 while the parameters and statistics
+        # stay float32 (FusedBatchNormV3 takes float32 scale/offset and computes in float32)
+        w = dict(shape=(c,), autocast=False, dtype="float32")
+        self.gamma = self.add_weight(initializer="ones", name="gamma", **w)
+        self.beta = self.add_weight(initializer="zeros", name="beta", **w)
+        self.moving_mean = self.add_weight(initializer="zeros", trainable=False, name="moving_mean", **w)
+        self.moving_variance = self.add_weight(initializer="ones", trainable=False, name="moving_variance", **w)
 
     def call(self, x, training=False):
         if training:
@@ -58,35 +60,51 @@ class FusedBN(keras.layers.Layer):
         return y
 
 
-def _bn(name, synchronized: bool = False):
+def disable_bn_relu_fusion() -> None:
+    """Turn off grappler's remapper for this process. It rewrites BN + ReLU into oneDNN's
+    _FusedBatchNormEx, measured here ~5x slower per call than the plain FusedBatchNormV3 + Relu in
+    a training step; with it off a 12x36 search step ran 1.87 vs 1.71 steps/s. (Process-wide: it
+    also drops the remapper's other fusions, which matter little for these networks.)"""
+    tf.config.optimizer.set_experimental_options({"remapping": False})
+
+
+def _bn(name, synchronized: bool = False, dtype=None):
     """Fused BN on one device (measured: train step -37% on a pool-only 12x36 net, -11% on a
     conv3x3 one); under a tf.distribute strategy Keras' synchronized BN, whose batch statistics
     are the global batch's, so N replicas compute what one device would."""
     if synchronized:
-        return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=True, name=name)
-    return FusedBN(name=name)
+        return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=True, name=name,
+                                               dtype=dtype)
+    return FusedBN(name=name, dtype=dtype)
 
 
 class Branch(keras.layers.Layer):
-    """One of the six ops: 0 conv3x3, 1 sep-conv3x3, 2 conv5x5, 3 sep-conv5x5, 4 avg-pool, 5 max-pool."""
+    """One of the six ops: 0 conv3x3, 1 sep-conv3x3, 2 conv5x5, 3 sep-conv5x5, 4 avg-pool, 5 max-pool.
 
-    def __init__(self, kind: int, filters: int, sync_bn: bool = False, **kw):
+    A separable conv is a depthwise k x k conv then a 1x1 conv (what ``SeparableConv2D`` computes),
+    written as two layers so that under a bfloat16 policy the depthwise part stays float32:
+    oneDNN's bfloat16 depthwise 5x5 (forward + backward) was measured 1.9x SLOWER than float32
+    here, while bfloat16 dense convs are 1.6-2.2x faster."""
+
+    def __init__(self, kind: int, filters: int, sync_bn: bool = False, policy=None, **kw):
         super().__init__(**kw)
         self.kind = int(kind)
         self.inp = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=KERNEL_INIT,
-                                       name="conv1x1")
+                                       name="conv1x1", dtype=policy)
         self.inp_bn = _bn("bn1x1", sync_bn)
+        self.depthwise = None
         if self.kind < 4:
             k = 3 if self.kind in (0, 1) else 5
             if self.kind in (1, 3):
-                self.op = keras.layers.SeparableConv2D(filters, k, padding="same", use_bias=False,
-                                                       depthwise_initializer=KERNEL_INIT,
-                                                       pointwise_initializer=KERNEL_INIT,
-                                                       name=f"sepconv{k}x{k}")
+                self.depthwise = keras.layers.DepthwiseConv2D(k, padding="same", use_bias=False,
+                                                              depthwise_initializer=KERNEL_INIT,
+                                                              name=f"sepconv{k}x{k}_depthwise", dtype="float32")
+                self.op = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=KERNEL_INIT,
+                                              name=f"sepconv{k}x{k}_pointwise", dtype=policy)
             else:
                 self.op = keras.layers.Conv2D(filters, k, padding="same", use_bias=False,
                                               kernel_initializer=KERNEL_INIT,
-                                              name=f"conv{k}x{k}")
+                                              name=f"conv{k}x{k}", dtype=policy)
             self.out_bn = _bn("bn_out", sync_bn)
         elif self.kind == 4:
             self.op = keras.layers.AveragePooling2D(3, 1, padding="same", name="avgpool3x3")
@@ -95,6 +113,8 @@ class Branch(keras.layers.Layer):
 
     def call(self, x, training=False):
         x = tf.nn.relu(self.inp_bn(self.inp(x), training=training))
+        if self.depthwise is not None:
+            x = self.depthwise(x)
         x = self.op(x)
         if self.kind < 4:
             x = self.out_bn(x, training=training)
@@ -102,28 +122,32 @@ class Branch(keras.layers.Layer):
 
 
 @tf.custom_gradient
-def shift_up_left(x):
-    """``x`` shifted up and left by one pixel, zero-filled: y[:, i, j] = x[:, i+1, j+1]. Written out
-    with its gradient (the opposite shift) because TF's generic StridedSliceGrad was measured at
-    ~20 ms per call on a 128x32x32x36 tensor, ~20% of a whole 12-layer search step."""
-    pad = [[0, 0], [0, 1], [0, 1], [0, 0]]
-
+def crop_top_left(x):
+    """x[:, 1:, 1:, :] with its gradient written out (a zero row and column padded back on):
+    TF's generic StridedSliceGrad was measured at ~20 ms per call on a 128x32x32x36 tensor,
+    ~20% of a whole 12-layer search step."""
     def grad(g):
-        return tf.pad(g[:, :-1, :-1, :], [[0, 0], [1, 0], [1, 0], [0, 0]])
-    return tf.pad(x[:, 1:, 1:, :], pad), grad
+        return tf.pad(g, [[0, 0], [1, 0], [1, 0], [0, 0]])
+    return x[:, 1:, 1:, :], grad
 
 
 class FactorizedReduction(keras.layers.Layer):
-    def __init__(self, filters: int, sync_bn: bool = False, **kw):
+    def __init__(self, filters: int, sync_bn: bool = False, policy=None, **kw):
         super().__init__(**kw)
         self.path1 = keras.layers.Conv2D(filters // 2, 1, strides=2, use_bias=False,
-                                         kernel_initializer=KERNEL_INIT, name="path1")
+                                         kernel_initializer=KERNEL_INIT, name="path1", dtype=policy)
         self.path2 = keras.layers.Conv2D(filters - filters // 2, 1, strides=2, use_bias=False,
-                                         kernel_initializer=KERNEL_INIT, name="path2")
+                                         kernel_initializer=KERNEL_INIT, name="path2", dtype=policy)
         self.bn = _bn("bn", sync_bn)
 
     def call(self, x, training=False):
-        shifted = shift_up_left(x)
+        # path 2 sees the input shifted by one pixel: x[:, 1:, 1:] (zero-padded back to the input
+        # size only when it is odd, where the stride-2 'valid' 1x1 conv would otherwise give one
+        # row fewer than path 1)
+        shifted = crop_top_left(x)
+        h, w = x.shape[1], x.shape[2]
+        if h % 2 or w % 2:
+            shifted = tf.pad(shifted, [[0, 0], [0, h % 2], [0, w % 2], [0, 0]])
         y = tf.concat([self.path1(x), self.path2(shifted)], axis=-1)
         return self.bn(y, training=training)
 
@@ -131,14 +155,24 @@ class FactorizedReduction(keras.layers.Layer):
 class ChildNet(keras.Model):
     def __init__(self, num_layers: int, filters: int, num_classes: int, image_shape, keep_prob: float = 0.9,
                  fixed_arc: tuple | None = None, synchronized_bn: bool = False,
-                 name: str = "child"):
+                 compute_dtype: str = "float32", name: str = "child"):
         super().__init__(name=name)
         sync = synchronized_bn
+        if compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"compute_dtype must be float32 or bfloat16, not {compute_dtype!r}")
+        # bfloat16: the dense convolutions (3x3, 5x5, every 1x1) compute in bfloat16 with float32
+        # variables (Keras' mixed_bfloat16 policy on those layers: inputs and kernels are cast);
+        # everything else stays float32, their outputs are cast back by the next (float32) layer.
+        # Measured here: oneDNN's bfloat16 convs are 1.6-2.2x faster than float32, but its
+        # bfloat16 FusedBatchNorm (forward + gradient) ~3x SLOWER, and bf16 depthwise 5x5 1.9x
+        # slower, so BN, depthwise convs, pools, skip adds, the head and the loss are float32.
+        policy = "mixed_bfloat16" if compute_dtype == "bfloat16" else None
+        self.compute_dtype_name = compute_dtype
         self.num_layers, self.num_classes = num_layers, num_classes
         self.fixed = fixed_arc is not None
         self.pools = pool_layers(num_layers)
         self.stem = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                                        kernel_initializer=KERNEL_INIT, name="stem")
+                                        kernel_initializer=KERNEL_INIT, name="stem", dtype=policy)
         self.stem_bn = _bn("stem_bn", sync)
         if self.fixed:
             b, s = (np.asarray(a, np.int32) for a in fixed_arc)
@@ -147,7 +181,7 @@ class ChildNet(keras.Model):
         self.layer_branches, self.layer_bns, self.reductions = [], [], []
         for i in range(num_layers):
             kinds = [int(self.fixed_branches[i])] if self.fixed else range(NUM_BRANCHES)
-            branches = [Branch(k, f, sync, name=f"layer{i}_branch{k}") for k in kinds]
+            branches = [Branch(k, f, sync, policy, name=f"layer{i}_branch{k}") for k in kinds]
             for j, br in enumerate(branches):
                 setattr(self, f"_l{i}_b{j}", br)  # tracked attributes (lists are not checkpointed)
             self.layer_branches.append(branches)
@@ -157,7 +191,7 @@ class ChildNet(keras.Model):
             if i in self.pools:
                 if self.fixed:
                     f *= 2
-                reds = [FactorizedReduction(f, sync, name=f"reduce{i}_{j}") for j in range(i + 1)]
+                reds = [FactorizedReduction(f, sync, policy, name=f"reduce{i}_{j}") for j in range(i + 1)]
                 for j, r in enumerate(reds):
                     setattr(self, f"_r{i}_{j}", r)
                 self.reductions.append(reds)
@@ -178,7 +212,7 @@ class ChildNet(keras.Model):
                 for r in reds:
                     x2 = r(x)
                 x = x2
-        self.head(tf.reduce_mean(x, axis=[1, 2]))
+        self.head(tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2]))
 
     def call(self, images, branches=None, skips=None, training=False, dropout_seed=None):
         """``dropout_seed`` ([2] int) makes the training-time dropout mask a function of the step
@@ -201,7 +235,7 @@ class ChildNet(keras.Model):
             if i in self.pools:
                 outs = [r(o, training=training) for r, o in zip(next(red), outs)]
                 x = outs[-1]
-        x = tf.reduce_mean(x, axis=[1, 2])
+        x = tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2])
         if training and self.drop_rate > 0 and dropout_seed is not None:
             x = tf.nn.experimental.stateless_dropout(x, self.drop_rate, seed=dropout_seed)
         return self.head(x)

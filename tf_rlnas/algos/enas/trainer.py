@@ -32,7 +32,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tf_rlnas.algos.enas.child import ChildNet
+from tf_rlnas.algos.enas.child import ChildNet, disable_bn_relu_fusion
 from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_string, arc_to_dict
 from tf_rlnas.core.logging import say
 from tf_rlnas.core.checkpoint import atomic_write_text
@@ -171,10 +171,12 @@ class EnasTrainer(Trainer):
             raise UserError(f"config key 'data.batch_size' ({d.batch_size}) must be divisible by the "
                             f"{self.replicas} replicas")
         num_layers = len(arc[0]) if arc is not None else c.num_layers
+        disable_bn_relu_fusion()
         scope = self.strategy.scope() if self.strategy else _null()
         with scope:
             self.child = ChildNet(num_layers, c.filters, self.splits.num_classes, self.splits.image_shape,
-                                  keep_prob=c.keep_prob, fixed_arc=arc, synchronized_bn=self.strategy is not None)
+                                  keep_prob=c.keep_prob, fixed_arc=arc, synchronized_bn=self.strategy is not None,
+                                  compute_dtype=c.compute_dtype)
             self.child_opt = NesterovSGD(c.lr_max, c.momentum, c.l2, name="child_sgd")
             self.child_opt.build(self.child.trainable_variables)
         self.arc = arc
