@@ -75,6 +75,7 @@ class Progress:
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
             transient=False)
         self._task = self._progress.add_task(description, total=total, completed=start, info="")
+        self._sub = None
         self._progress.start()
 
     def update(self, completed: int, metrics: Mapping[str, float] | None = None) -> None:
@@ -82,6 +83,17 @@ class Progress:
             return
         info = "  ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in (metrics or {}).items())
         self._progress.update(self._task, completed=completed, info=info)
+
+    def sub(self, description: str, completed: int, total: int) -> None:
+        """A second bar for progress inside one iteration (e.g. minibatches of an epoch)."""
+        if self._progress is None:
+            return
+        if self._sub is None:
+            self._sub = self._progress.add_task(description, total=total, completed=completed, info="")
+        elif completed == 0:  # a new pass: restart the clock too
+            self._progress.reset(self._sub, total=total, completed=0, description=description)
+        else:
+            self._progress.update(self._sub, completed=completed, total=total, description=description)
 
     def close(self) -> None:
         if self._progress is not None:

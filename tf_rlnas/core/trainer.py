@@ -108,6 +108,12 @@ class Trainer:
         self.np_rng.bit_generator.state = state["np_rng"]
         self.set_python_state(state.get("algo", {}))
 
+    def sub_progress(self, description: str, completed: int, total: int) -> None:
+        """Progress inside the current iteration (a second bar on a terminal; nothing otherwise)."""
+        bar = getattr(self, "_bar", None)
+        if bar is not None:
+            bar.sub(description, completed, total)
+
     def done(self) -> bool:
         """Whether the budget is spent (default: ``total_iterations()`` iterations made)."""
         return int(self.iteration.numpy()) >= self.total_iterations()
@@ -140,6 +146,7 @@ class Trainer:
             say(f"resuming {self.run_dir} from {os.path.basename(path)} ({self.unit} {start}/{total})")
         bar = Progress(total, start, description=f"{self.algo} {self.unit}s", enabled=progress)
         self.progress_enabled = bar.enabled
+        self._bar = bar
         metrics: dict[str, float] = {}
         shown: dict[str, float] = {}
         t0 = time.perf_counter()

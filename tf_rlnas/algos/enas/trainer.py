@@ -256,8 +256,11 @@ class EnasTrainer(Trainer):
         ds = self.splits.train(epoch)
         if self.strategy is not None:
             ds = self.strategy.experimental_distribute_dataset(ds)
+        steps, label = self.splits.steps_per_epoch, f"epoch {epoch + 1} child"
+        self.sub_progress(label, 0, steps)
         for x, y in ds:
             loss, corr, gnorm = self.child_step(x, y, self._seed())
+            self.sub_progress(label, len(losses) + 1, steps)
             losses.append(float(loss))
             gnorms.append(float(gnorm))
             correct += float(corr)
@@ -280,7 +283,9 @@ class EnasTrainer(Trainer):
         stream = iter(self.splits.valid_stream(epoch))
         rewards_all, accs, ents, skips, losses, gnorms = [], [], [], [], [], []
         baseline, has = float(self.baseline.numpy()), bool(self.has_baseline.numpy())
-        for _ in range(k.train_steps):
+        label = f"epoch {epoch + 1} controller"
+        self.sub_progress(label, 0, k.train_steps)
+        for step in range(k.train_steps):
             out = self.sample_n(k.num_aggregate, self._seed())
             b, s = out["branches"].numpy(), out["skips"].numpy()
             ent = out["entropy"].numpy()
@@ -295,6 +300,7 @@ class EnasTrainer(Trainer):
                 rewards_all.append(reward)
                 accs.append(acc)
             loss, gnorm = self.ctrl_update(b, s, adv)
+            self.sub_progress(label, step + 1, k.train_steps)
             ents.extend(ent.tolist())
             skips.extend(out["skip_count"].numpy().tolist())
             losses.append(float(loss))
