@@ -38,13 +38,11 @@ class FusedBN(keras.layers.Layer):
 
     def build(self, input_shape):
         c = int(input_shape[-1])
-        # autocast off: under a bfloat16 policy x is bfloat16 while the parameters and statistics
-        # stay float32 (FusedBatchNormV3 takes float32 scale/offset and computes in float32)
-        w = dict(shape=(c,), autocast=False, dtype="float32")
-        self.gamma = self.add_weight(initializer="ones", name="gamma", **w)
-        self.beta = self.add_weight(initializer="zeros", name="beta", **w)
-        self.moving_mean = self.add_weight(initializer="zeros", trainable=False, name="moving_mean", **w)
-        self.moving_variance = self.add_weight(initializer="ones", trainable=False, name="moving_variance", **w)
+        self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
+        self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False, name="moving_mean")
+        self.moving_variance = self.add_weight(shape=(c,), initializer="ones", trainable=False,
+                                               name="moving_variance")
 
     def call(self, x, training=False):
         if training:
@@ -63,19 +61,18 @@ class FusedBN(keras.layers.Layer):
 def disable_bn_relu_fusion() -> None:
     """Turn off grappler's remapper for this process. It rewrites BN + ReLU into oneDNN's
     _FusedBatchNormEx, measured here ~5x slower per call than the plain FusedBatchNormV3 + Relu in
-    a training step; with it off a 12x36 search step ran 1.87 vs 1.71 steps/s. (Process-wide: it
+    a training step; with it off a 12x36 search step (bfloat16 convs) ran 1.87 vs 1.71 steps/s. (Process-wide: it
     also drops the remapper's other fusions, which matter little for these networks.)"""
     tf.config.optimizer.set_experimental_options({"remapping": False})
 
 
-def _bn(name, synchronized: bool = False, dtype=None):
+def _bn(name, synchronized: bool = False):
     """Fused BN on one device (measured: train step -37% on a pool-only 12x36 net, -11% on a
     conv3x3 one); under a tf.distribute strategy Keras' synchronized BN, whose batch statistics
     are the global batch's, so N replicas compute what one device would."""
     if synchronized:
-        return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=True, name=name,
-                                               dtype=dtype)
-    return FusedBN(name=name, dtype=dtype)
+        return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=True, name=name)
+    return FusedBN(name=name)
 
 
 class Branch(keras.layers.Layer):
@@ -162,12 +159,12 @@ class ChildNet(keras.Model):
             raise ValueError(f"compute_dtype must be float32 or bfloat16, not {compute_dtype!r}")
         # bfloat16: the dense convolutions (3x3, 5x5, every 1x1) compute in bfloat16 with float32
         # variables (Keras' mixed_bfloat16 policy on those layers: inputs and kernels are cast);
-        # everything else stays float32, their outputs are cast back by the next (float32) layer.
+        # everything else is float32 (Keras casts a conv's bfloat16 output back at the next
+        # float32 layer, e.g. its BN).
         # Measured here: oneDNN's bfloat16 convs are 1.6-2.2x faster than float32, but its
         # bfloat16 FusedBatchNorm (forward + gradient) ~3x SLOWER, and bf16 depthwise 5x5 1.9x
         # slower, so BN, depthwise convs, pools, skip adds, the head and the loss are float32.
         policy = "mixed_bfloat16" if compute_dtype == "bfloat16" else None
-        self.compute_dtype_name = compute_dtype
         self.num_layers, self.num_classes = num_layers, num_classes
         self.fixed = fixed_arc is not None
         self.pools = pool_layers(num_layers)
@@ -212,7 +209,7 @@ class ChildNet(keras.Model):
                 for r in reds:
                     x2 = r(x)
                 x = x2
-        self.head(tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2]))
+        self.head(tf.reduce_mean(x, axis=[1, 2]))
 
     def call(self, images, branches=None, skips=None, training=False, dropout_seed=None):
         """``dropout_seed`` ([2] int) makes the training-time dropout mask a function of the step
@@ -235,7 +232,7 @@ class ChildNet(keras.Model):
             if i in self.pools:
                 outs = [r(o, training=training) for r, o in zip(next(red), outs)]
                 x = outs[-1]
-        x = tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2])
+        x = tf.reduce_mean(x, axis=[1, 2])
         if training and self.drop_rate > 0 and dropout_seed is not None:
             x = tf.nn.experimental.stateless_dropout(x, self.drop_rate, seed=dropout_seed)
         return self.head(x)
