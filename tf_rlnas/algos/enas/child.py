@@ -46,11 +46,12 @@ class FusedBN(keras.layers.Layer):
 
     def call(self, x, training=False):
         if training:
-            y, mean, var = tf.compat.v1.nn.fused_batch_norm(x, self.gamma, self.beta, epsilon=self.epsilon,
-                                                            is_training=True)
-            m = self.momentum
-            self.moving_mean.assign(m * self.moving_mean + (1.0 - m) * mean)
-            self.moving_variance.assign(m * self.moving_variance + (1.0 - m) * var)
+            # the kernel also blends the moving statistics: new = m * old + (1 - m) * batch
+            y, mean, var = tf.compat.v1.nn.fused_batch_norm(
+                x, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
+                epsilon=self.epsilon, is_training=True, exponential_avg_factor=1.0 - self.momentum)
+            self.moving_mean.assign(mean)
+            self.moving_variance.assign(var)
             return y
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, self.gamma, self.beta, mean=self.moving_mean,
                                                    variance=self.moving_variance, epsilon=self.epsilon,
@@ -225,8 +226,11 @@ class ChildNet(keras.Model):
             else:
                 fns = [lambda br=br: br(x, training=training) for br in self.layer_branches[i]]
                 y = tf.switch_case(branches[i], fns)
-                for j in range(i):  # a cond, not y + s_ij * out_j: no multiply, no add when s_ij = 0
-                    y = tf.cond(skips[i, j] > 0, lambda y=y, o=outs[j]: y + o, lambda y=y: y)
+                # y + s_ij * out_j, not tf.cond(s_ij > 0, y + out_j, y): the cond saved the
+                # multiplies but made training nondeterministic across runs (float-rounding
+                # differences in the child loss, found by running the same seed twice)
+                for j in range(i):
+                    y = y + tf.cast(skips[i, j], y.dtype) * outs[j]
             x = self.layer_bns[i](y, training=training)
             outs.append(x)
             if i in self.pools:
