@@ -62,8 +62,8 @@ class FusedBN(keras.layers.Layer):
 def disable_bn_relu_fusion() -> None:
     """Turn off grappler's remapper for this process. It rewrites BN + ReLU into oneDNN's
     _FusedBatchNormEx, measured here ~5x slower per call than the plain FusedBatchNormV3 + Relu in
-    a training step; with it off a 12x36 search step (bfloat16 convs) ran 1.87 vs 1.71 steps/s. (Process-wide: it
-    also drops the remapper's other fusions, which matter little for these networks.)"""
+    a training step; with it off a 12x36 search step (bfloat16 convs) ran 1.87 vs 1.71 steps/s.
+    (Process-wide: it also drops the remapper's other fusions, which matter little here.)"""
     tf.config.optimizer.set_experimental_options({"remapping": False})
 
 
