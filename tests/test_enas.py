@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO
+from serving import saved_model_cli_run
 from tf_rlnas import config as C
 from tf_rlnas.algos.enas.child import Branch, ChildNet, FactorizedReduction, crop_top_left
 from tf_rlnas.algos.enas.config import EnasConfig
@@ -231,6 +232,10 @@ def test_search_then_fixed_retrain_and_export(tmp_path, capsys):
     probs = m.signatures["serving_default"](images=tf.constant(digits.x_test[:50], tf.float32))["probabilities"].numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert (probs.argmax(1) == digits.y_test[:50]).mean() > 0.5
+    # TF Serving's loader path (saved_model_cli run: TF1 loader in a Session), fresh process
+    served = saved_model_cli_run(str(tmp_path / "sm" / "fixed" / "1"), "serving_default",
+                                 {"images": digits.x_test[:50].astype(np.float32)}, str(tmp_path / "cli"))
+    np.testing.assert_allclose(served["probabilities"], probs, rtol=1e-5, atol=1e-6)
     # bad architecture files: one clear error, exit 2
     bad = tmp_path / "bad.json"
     bad.write_text('{"layers": [{"branch": 9}]}')

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, tb_scalars
+from serving import saved_model_cli_run
 from tf_rlnas import config as C
 from tf_rlnas.algos.reinforce.config import ReinforceConfig
 from tf_rlnas.algos.reinforce.trainer import ReinforceTrainer
@@ -156,3 +157,9 @@ def test_export_serves_mean_action_without_tf_rlnas(tmp_path):
     np.testing.assert_allclose(np.array(got["a"]), live.mean_action(obs), atol=1e-6)
     assert np.array(got["a"]).min() >= -3 and np.array(got["a"]).max() <= 3
     assert got["s1"] == got["s2"] and got["s1"] != got["a"]
+    # TF Serving's loader path (saved_model_cli run: TF1 loader in a Session), fresh process
+    path = os.path.join(out, "exp", "1")
+    served = saved_model_cli_run(path, "serving_default", {"obs": obs}, str(tmp_path / "cli"))
+    np.testing.assert_allclose(served["action"], live.mean_action(obs), atol=1e-6)
+    sampled = saved_model_cli_run(path, "sample", {"obs": obs, "seed": np.int64(5)}, str(tmp_path / "cli"))
+    np.testing.assert_allclose(sampled["action"], np.array(got["s1"]), atol=1e-6)

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, tb_scalars
+from serving import saved_model_cli_run
 from tf_rlnas import config as C
 from tf_rlnas.algos.ace.config import ACEConfig
 from tf_rlnas.algos.ace.learner import ACELearner, fresh_init
@@ -156,6 +157,11 @@ def test_sac_export_serves_deterministic_action(tmp_path):
     s3 = loaded.signatures["sample"](obs=tf.constant(obs), seed=tf.constant(2, tf.int64))["action"].numpy()
     np.testing.assert_array_equal(s1, s2)
     assert not np.allclose(s1, s3)
+    # TF Serving's loader path (saved_model_cli run: TF1 loader in a Session), fresh process
+    got = saved_model_cli_run(path, "serving_default", {"obs": obs}, str(tmp_path / "cli"))
+    np.testing.assert_allclose(got["action"], tr.deterministic_action(obs), rtol=1e-5, atol=1e-6)
+    got = saved_model_cli_run(path, "sample", {"obs": obs, "seed": np.int64(1)}, str(tmp_path / "cli"))
+    np.testing.assert_allclose(got["action"], s1, rtol=1e-5, atol=1e-6)
 
 
 def test_ace_refits_weights_resets_and_logs(tmp_path):

@@ -3,8 +3,20 @@
 An algorithm hands over a ``tf.Module`` whose signatures are ``@tf.function(input_signature=...)``
 methods, plus example inputs and the outputs the live model gives for them. The module is saved
 to a temporary folder beside the target and renamed into the next free version (an existing
-version is never overwritten), then reloaded with ``tf.saved_model.load`` and every signature is
-called on the examples and compared with the live outputs.
+version is never overwritten), then reloaded and every signature is called on the examples and
+compared with the live outputs - by BOTH loaders: TF2 object loading (``tf.saved_model.load``) and
+the TF1 graph loader in a ``tf.compat.v1.Session``, the path of TensorFlow Serving's C++ loader
+and of ``saved_model_cli run``.
+
+Why the module tracks raw ``tf.Variable``s: a Keras 3 variable is a wrapper object around a
+``tf.Variable``. ``tf.saved_model.save`` writes the wrapper into the object graph (so TF2 loading
+works) but the TF1 loader restores only variables that the object graph reaches as real
+``tf.Variable``s, so a module that holds Keras layers serves "uninitialized variable" errors
+there. :func:`track_raw_variables` attaches the underlying ``tf.Variable`` of every Keras variable
+reachable from the module (what ``keras.export.ExportArchive`` does too); we keep our own
+``tf.Module`` + ``tf.function`` signatures rather than ExportArchive because several signatures
+take extra inputs (a seed, task data) and return dicts, and non-Keras state (plain variables of a
+functional policy) must be exported the same way.
 """
 
 from __future__ import annotations
@@ -24,9 +36,49 @@ def next_version(model_dir: str) -> int:
     return max(versions, default=0) + 1
 
 
+def _reachable_keras_variables(obj, out: list, seen: set, depth: int = 0) -> None:
+    import keras
+
+    if id(obj) in seen or depth > 4:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, keras.Variable):
+        out.append(obj)
+    elif isinstance(obj, keras.layers.Layer):
+        out.extend(obj.variables)  # all of them: trainable, BN moving statistics, seed states
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            _reachable_keras_variables(o, out, seen, depth + 1)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            _reachable_keras_variables(o, out, seen, depth + 1)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type) and type(obj).__module__.startswith("tf_rlnas"):
+        for o in vars(obj).values():
+            _reachable_keras_variables(o, out, seen, depth + 1)
+
+
+def track_raw_variables(module) -> int:
+    """Attach to ``module`` the raw ``tf.Variable`` behind every Keras variable it reaches (see the
+    module docstring); returns how many."""
+    found: list = []
+    seen: set = set()
+    for o in vars(module).values():
+        _reachable_keras_variables(o, found, seen)
+    raw, ids = [], set()
+    for v in found:
+        tv = v.value  # the tf.Variable behind the Keras variable (TensorFlow backend)
+        if id(tv) not in ids:
+            ids.add(id(tv))
+            raw.append(tv)
+    module.serving_variables = raw
+    return len(raw)
+
+
 def save_versioned(module, signatures: Mapping[str, object], root: str, name: str) -> str:
     """Save ``module`` as the next version under ``root/name``; return the version folder."""
     import tensorflow as tf
+
+    track_raw_variables(module)
 
     model_dir = os.path.join(root, name)
     try:
@@ -46,16 +98,35 @@ def save_versioned(module, signatures: Mapping[str, object], root: str, name: st
                 raise
 
 
+def run_tf1(path: str, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run one signature through the TF1 SavedModel loader (TF Serving's path) in a fresh graph."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default() as g, v1.Session(graph=g) as sess:
+        meta = v1.saved_model.loader.load(sess, ["serve"], path)
+        sig = meta.signature_def[signature]
+        feed = {sig.inputs[k].name: np.asarray(v) for k, v in inputs.items()}
+        names = sorted(sig.outputs)
+        values = sess.run([sig.outputs[k].name for k in names], feed_dict=feed)
+    return dict(zip(names, values))
+
+
+def _check(where: str, sig: str, key: str, got: np.ndarray, want: np.ndarray, atol: float) -> None:
+    if got.shape != np.shape(want) or not np.allclose(got, want, atol=atol):
+        diff = np.max(np.abs(got - want)) if got.shape == np.shape(want) else f"shape {got.shape} vs {np.shape(want)}"
+        raise RuntimeError(f"exported signature {sig}:{key} differs from the live model in the {where} "
+                           f"(max abs diff {diff})")
+
+
 def verify(path: str, examples: Mapping[str, dict], expected: Mapping[str, dict], atol: float = 1e-5) -> None:
-    """Reload ``path`` and check each signature's outputs against the live model's."""
+    """Reload ``path`` with both loaders and check each signature's outputs against the live model's."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(path)
     for sig, inputs in examples.items():
-        fn = loaded.signatures[sig]
-        out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        out = loaded.signatures[sig](**{k: tf.constant(v) for k, v in inputs.items()})
+        tf1 = run_tf1(path, sig, inputs)
         for key, want in expected.get(sig, {}).items():
-            got = out[key].numpy()
-            if got.shape != np.shape(want) or not np.allclose(got, want, atol=atol):
-                raise RuntimeError(f"exported signature {sig}:{key} differs from the live model "
-                                   f"(max abs diff {np.max(np.abs(got - want)) if got.shape == np.shape(want) else 'shape'})")
+            _check("TF2 loader", sig, key, out[key].numpy(), want, atol)
+            _check("TF1/Serving loader", sig, key, tf1[key], want, atol)
