@@ -25,6 +25,9 @@ setup(
         "tensorboard>=2.21,<2.22",
         "tensorflow-datasets>=4.9,<5",
         "gymnasium[mujoco]>=1.0,<2",
+        # dm-control 1.0.50 (PlaNet's DMC tasks) needs mujoco >= 3.17 and crashes on 4.0; gymnasium 1.4's v5
+        # envs run on 3.17 too: one mujoco for both
+        "mujoco>=3.17,<4",
         "pyyaml>=6",
         "rich>=13",
         "numpy>=1.26,<3",

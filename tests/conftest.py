@@ -21,7 +21,8 @@ def repo_root():
 def tb_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value), ...]} from a run's TensorBoard event files."""
     import tensorflow as tf
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    # the accumulator TensorBoard's own Python data path uses (it purges on SessionLog.START restarts)
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
     ea = EventAccumulator(logdir, size_guidance={"tensors": 0})
     ea.Reload()

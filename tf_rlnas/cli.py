@@ -27,13 +27,19 @@ EPILOG = """examples:
 
 
 def _import_tf_quietly() -> None:
-    """Import TensorFlow with its C++ start-up chatter hidden (TF_RLNAS_TF_LOGS=1 shows it)."""
+    """Import TensorFlow with its C++ logging hidden (TF_RLNAS_TF_LOGS=1 shows everything).
+
+    Level 3 also hides TF's C++ ERROR-level lines, such as oneDNN's "supports DT_INT32 only on
+    platforms with AVX-512 ... falling back to Eigen" printed in the middle of a run: they are
+    notices, and a real failure still reaches us as a Python exception. A TF_CPP_MIN_LOG_LEVEL set
+    by the user wins."""
     if "tensorflow" in sys.modules:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if os.environ.get("TF_RLNAS_TF_LOGS"):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         import tensorflow  # noqa: F401
         return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):
@@ -126,8 +132,14 @@ def _load_run(run_dir: str):
 
 def cmd_train(args) -> int:
     algo, cfg, _, run_dir, resumes = _resolve_train_config(args)
+    created = rundir.ensure_writable(run_dir)
     _import_tf_quietly()
-    trainer = registry.get(algo).load("trainer")(cfg, run_dir)   # may raise UserError: nothing written yet
+    try:
+        trainer = registry.get(algo).load("trainer")(cfg, run_dir)   # may raise UserError: nothing written yet
+    except UserError:
+        if created:
+            rundir.remove_if_empty(run_dir)
+        raise
     rundir.write_config(run_dir, algo, cfg)
     if not resumes:
         print(f"training {algo} in {run_dir}", flush=True)

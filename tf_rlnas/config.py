@@ -29,10 +29,15 @@ _MISSING = dataclasses.MISSING
 
 
 def option(default: Any = _MISSING, *, default_factory: Any = _MISSING, help: str = "",
-           min: float | None = None, max: float | None = None, choices: tuple | None = None,
-           resume_ok: bool = False) -> Any:
-    """A dataclass field with validation metadata."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices, "resume_ok": resume_ok}
+           min: float | None = None, max: float | None = None, gt: float | None = None,
+           min_len: int | None = None, choices: tuple | None = None, resume_ok: bool = False) -> Any:
+    """A dataclass field with validation metadata.
+
+    ``min``/``max``: inclusive bounds; ``gt``: a strict lower bound (a probability that must not be 0,
+    a temperature); for lists they apply to every element, and ``min_len`` bounds the length (e.g.
+    ``min_len=1`` where an empty layer list is not a valid model)."""
+    meta = {"help": help, "min": min, "max": max, "gt": gt, "min_len": min_len, "choices": choices,
+            "resume_ok": resume_ok}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if isinstance(default, (list, dict)):
@@ -186,13 +191,18 @@ def _check_bounds(value: Any, meta: typing.Mapping, key: str) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"config key '{key}' must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    lo, hi = meta.get("min"), meta.get("max")
+    lo, hi, gt, min_len = meta.get("min"), meta.get("max"), meta.get("gt"), meta.get("min_len")
+    if isinstance(value, (list, tuple)) and min_len is not None and len(value) < min_len:
+        raise ConfigError(f"config key '{key}' must have at least {min_len} entr{'y' if min_len == 1 else 'ies'}, "
+                          f"got {list(value)!r}")
     values = value if isinstance(value, (list, tuple)) else [value]
     for v in values:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
         if lo is not None and v < lo:
             raise ConfigError(f"config key '{key}' must be >= {lo}, got {v!r}")
+        if gt is not None and v <= gt:
+            raise ConfigError(f"config key '{key}' must be > {gt}, got {v!r}")
         if hi is not None and v > hi:
             raise ConfigError(f"config key '{key}' must be <= {hi}, got {v!r}")
 

@@ -42,6 +42,22 @@ class TBLogger:
             self._writers[tags] = fn
         fn(tf.constant([v for _, v in items], tf.float32), tf.constant(int(step), tf.int64))
 
+    def restart(self, step: int) -> None:
+        """Mark the start of a session: a ``SessionLog.START`` event at ``step`` in this writer's own
+        file. TensorBoard treats a run's first START as its beginning and every later one as a
+        restart: it drops the events at or after ``step`` written before it (the steps a killed
+        session logged past its last checkpoint), so a resumed run's curves are continuous."""
+        import time
+
+        from tensorflow.core.util import event_pb2
+        from tensorflow.python.ops import summary_ops_v2
+
+        event = event_pb2.Event(step=int(step), wall_time=time.time(),
+                                session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+        with self.writer.as_default():
+            summary_ops_v2.import_event(self._tf.constant(event.SerializeToString()))
+        self.writer.flush()
+
     def histogram(self, tag: str, values, step: int) -> None:
         tf = self._tf
         with self.writer.as_default():

@@ -60,6 +60,37 @@ def check_run_dir(run_dir: str, algo: str, cfg: Any, schema: type) -> bool:
     return has_checkpoint(run_dir)
 
 
+def ensure_writable(run_dir: str) -> bool:
+    """Create ``run_dir`` if needed and prove it writable (a probe file, removed again); a folder that
+    cannot be created or written is one UserError line. Returns True when this call created it.
+
+    A real write is the only reliable test: ``os.access`` says yes to root on a read-only mount and
+    on /proc."""
+    import tempfile
+
+    created = not os.path.isdir(run_dir)
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise UserError(f"run directory {run_dir} exists and is not a directory")
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-probe-"):
+            pass
+    except OSError as e:
+        raise UserError(f"run directory {run_dir} is not writable: {e.strerror or e}") from None
+    return created
+
+
+def remove_if_empty(run_dir: str) -> None:
+    """Undo :func:`ensure_writable`'s folder when a run failed before writing anything."""
+    try:
+        os.rmdir(run_dir)
+    except OSError:
+        pass
+
+
 def write_config(run_dir: str, algo: str, cfg: Any) -> None:
     os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
     atomic_write_text(os.path.join(run_dir, CONFIG_FILE), C.dump_yaml(cfg, algo))

@@ -144,6 +144,9 @@ class Trainer:
         start, total = self.progress_position(), self.progress_total()
         if path:
             say(f"resuming {self.run_dir} from {os.path.basename(path)} ({self.unit} {start}/{total})")
+        # Every session starts with a SessionLog.START: on a resume TensorBoard then drops what the
+        # killed session logged after its last checkpoint (it ignores a run's first START).
+        self.logger.restart(self.log_step() + 1)
         bar = Progress(total, start, description=f"{self.algo} {self.unit}s", enabled=progress)
         self.progress_enabled = bar.enabled
         self._bar = bar

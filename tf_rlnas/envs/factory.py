@@ -25,12 +25,29 @@ def register_envs() -> None:
     _REGISTERED = True
 
 
+def _env_class(env_id: str):
+    try:
+        entry = gym.spec(env_id).entry_point
+        return gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    except Exception:  # unknown id etc.: gym.make reports it
+        return None
+
+
 def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None = None,
              kwargs: dict[str, Any] | None = None) -> gym.Env:
-    """Make ``env_id``; seed its RNG (and its action space's) once with ``seed``."""
+    """Make ``env_id``; seed its RNG (and its action space's) once with ``seed``.
+
+    MuJoCo models with the deprecated ``settotalmass`` attribute are loaded from a cleaned copy
+    (same physics, no warning, no MUJOCO_LOG.TXT): see :mod:`tf_rlnas.envs.mujoco_assets`.
+    """
     register_envs()
+    kwargs, total_mass = dict(kwargs or {}), None
+    cls = _env_class(env_id)
+    if isinstance(cls, type):
+        from tf_rlnas.envs.mujoco_assets import quiet_model_kwargs
+        kwargs, total_mass = quiet_model_kwargs(cls, kwargs)
     try:
-        env = gym.make(env_id, max_episode_steps=max_episode_steps or None, **(kwargs or {}))
+        env = gym.make(env_id, max_episode_steps=max_episode_steps or None, **kwargs)
     except gym.error.Error as e:
         raise UserError(f"cannot make environment '{env_id}': {e}") from None
     except ImportError as e:
@@ -38,6 +55,9 @@ def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None
                         f"install tf_rlnas with its dependencies (pip install -e .)") from None
     except (TypeError, ValueError) as e:
         raise UserError(f"bad env.kwargs for '{env_id}': {e}") from None
+    if total_mass is not None:
+        from tf_rlnas.envs.mujoco_assets import finish_model
+        finish_model(env, total_mass)
     if seed is not None:
         env.reset(seed=int(seed))
         env.action_space.seed(int(seed))

@@ -9,7 +9,11 @@ import keras
 
 def mlp(hidden: Sequence[int], activation: str = "relu", name: str = "mlp",
         kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform") -> keras.Sequential:
-    """A stack of Dense layers (no output layer): ``hidden`` sizes with ``activation``."""
+    """A stack of Dense layers (no output layer): ``hidden`` sizes with ``activation``.
+
+    No sizes gives the identity, so that a head on top of it is a linear model."""
+    if not hidden:
+        return keras.layers.Identity(name=name)
     return keras.Sequential([keras.layers.Dense(int(h), activation=activation, name=f"{name}_dense{i}",
                                                 kernel_initializer=kernel_initializer)
                              for i, h in enumerate(hidden)], name=name)

@@ -37,7 +37,7 @@ class EnasData:
 class EnasChild:
     num_layers: int = option(6, min=3, help="layers of the macro network (reference 12)")
     filters: int = option(20, min=2, help="filters (search: every layer; fixed: doubled at each pool layer)")
-    keep_prob: float = option(0.9, min=0.0, max=1.0, help="dropout keep probability before the head")
+    keep_prob: float = option(0.9, gt=0.0, max=1.0, help="dropout keep probability before the head")
     l2: float = option(2.5e-4, min=0.0, help="L2 weight decay")
     lr_max: float = option(0.05, min=0.0, help="cosine schedule: the learning rate at each (re)start")
     lr_min: float = option(5e-4, min=0.0, help="cosine schedule: the floor")
@@ -54,8 +54,8 @@ class EnasChild:
 @dataclasses.dataclass
 class EnasController:
     lstm_size: int = option(64, min=1)
-    tanh_constant: Optional[float] = option(1.5, help="logits = c * tanh(logits) (null = off)")
-    temperature: Optional[float] = option(None, help="logits divided by T before tanh (null = off)")
+    tanh_constant: Optional[float] = option(1.5, gt=0.0, help="logits = c * tanh(logits) (null = off)")
+    temperature: Optional[float] = option(None, gt=0.0, help="logits divided by T before tanh (null = off)")
     skip_target: float = option(0.4, min=1e-6, max=1 - 1e-6, help="target skip probability of the KL penalty")
     skip_weight: float = option(0.8, min=0.0, help="weight of the skip KL penalty in the loss")
     entropy_weight: float = option(1e-4, min=0.0, help="reward += entropy_weight * entropy")
@@ -102,3 +102,6 @@ class EnasConfig:
     def validate(self) -> None:
         if self.mode == "fixed" and not self.fixed.arc_file:
             raise ConfigError("mode 'fixed' needs config key 'fixed.arc_file' (an architecture.json)")
+        if self.child.lr_min > self.child.lr_max:
+            raise ConfigError(f"config key 'child.lr_min' ({self.child.lr_min}) must not exceed "
+                              f"child.lr_max ({self.child.lr_max})")

@@ -201,7 +201,9 @@ class EnasTrainer(Trainer):
             with open(path) as f:
                 data = json.load(f)
         except OSError as e:
-            raise UserError(f"cannot read architecture file {path}: {e.strerror}") from None
+            hint = (" - run the search first (e.g. 'tf_rlnas train enas' writes runs/enas/architecture.json) "
+                    "or point --set fixed.arc_file=... at one") if isinstance(e, FileNotFoundError) else ""
+            raise UserError(f"cannot read architecture file {path}: {e.strerror}{hint}") from None
         except json.JSONDecodeError as e:
             raise UserError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
         return arc_from_dict(data.get("architecture", data) if isinstance(data, dict) else data)

@@ -26,7 +26,8 @@ class EnvConfig:
 
 @dataclasses.dataclass
 class ActorConfig:
-    hidden: list[int] = option([5, 5], help="hidden layer sizes")
+    hidden: list[int] = option([5, 5], min=1, min_len=0,
+                               help="hidden layer sizes ([] = a linear Gaussian policy)")
     activation: str = option("relu", choices=("relu", "tanh", "elu", "gelu"), help="hidden activation")
     init_mu: float = option(0.0, help="initial mean (output bias; output kernel starts at zero)")
     init_sigma: float = option(1.0, min=1e-6, help="initial standard deviation")
@@ -34,8 +35,6 @@ class ActorConfig:
     state_dependent_sigma: bool = option(True, help="sigma from the network (True) or a learned vector")
 
     def validate(self) -> None:
-        if any(h < 1 for h in self.hidden):
-            raise ConfigError("config key 'actor.hidden' must hold positive layer sizes")
         if self.init_sigma <= self.min_sigma:
             raise ConfigError("config key 'actor.init_sigma' must exceed actor.min_sigma")
 
@@ -51,7 +50,8 @@ class TrainConfig:
         "mean", help="none | mean (running average of returns) | batch (leave-one-out mean of the "
                      "update's other returns) | value (learned V(s))")
     baseline_decay: float = option(0.9, min=0.0, max=1.0, help="EMA decay of the 'mean' baseline")
-    value_hidden: list[int] = option([64, 64], help="V(s) hidden sizes (baseline: value)")
+    value_hidden: list[int] = option([64, 64], min=1, min_len=0,
+                                     help="V(s) hidden sizes (baseline: value; [] = a linear V)")
     value_lr: float = option(1e-3, min=0.0, help="Adam learning rate of V(s)")
     value_epochs: int = option(1, min=1, help="V(s) gradient steps per update")
     gae_lambda: float = option(1.0, min=0.0, max=1.0,

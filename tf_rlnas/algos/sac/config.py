@@ -20,14 +20,16 @@ class SACEnvConfig:
 
 @dataclasses.dataclass
 class SACAgentConfig:
-    actor_hidden: list[int] = option([256, 256], help="actor hidden sizes")
-    critic_hidden: list[int] = option([256, 256], help="critic hidden sizes (twin critics)")
+    actor_hidden: list[int] = option([256, 256], min=1, min_len=1,
+                                     help="actor hidden sizes (at least one layer: ACE's dormancy is defined on hidden units)")
+    critic_hidden: list[int] = option([256, 256], min=1, min_len=1,
+                                      help="critic hidden sizes (twin critics; at least one layer: a Q linear in the action has no interior maximum)")
     actor_lr: float = option(3e-4, min=0.0)
     critic_lr: float = option(3e-4, min=0.0)
     alpha_lr: float = option(3e-4, min=0.0)
     gamma: float = option(0.99, min=0.0, max=1.0)
     tau: float = option(0.005, min=0.0, max=1.0, help="Polyak factor of the target critics")
-    init_alpha: float = option(1.0, min=0.0, help="initial entropy temperature")
+    init_alpha: float = option(1.0, gt=0.0, help="initial entropy temperature")
     autotune_alpha: bool = option(True, help="automatic entropy tuning")
     target_entropy: Optional[float] = option(None, help="default -|A|")
     log_std_min: float = option(-20.0)
@@ -35,6 +37,11 @@ class SACAgentConfig:
     policy_every: int = option(1, min=1, help="actor, alpha and target updates every N critic updates")
     matmul_dtype: Literal["float32", "bfloat16"] = option(
         "float32", help="dtype of the hidden layers' matmuls (parameters, outputs and losses stay float32)")
+
+    def validate(self) -> None:
+        if self.log_std_min >= self.log_std_max:
+            raise ConfigError(f"config key 'agent.log_std_min' ({self.log_std_min}) must be below "
+                              f"agent.log_std_max ({self.log_std_max})")
 
 
 @dataclasses.dataclass

@@ -1,0 +1,182 @@
+"""Hardening found by using the package as a new user would: run directories that cannot be written,
+empty/zero layer lists, MuJoCo and TensorFlow noise, the README's ENAS sequence, continuous
+TensorBoard curves after a resume."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, tb_scalars
+from test_cli import snapshot
+from tf_rlnas import config as C
+from tf_rlnas.cli import main
+
+CLI = [sys.executable, "-m", "tf_rlnas"]
+
+
+def cli_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_RLNAS_TF_LOGS")}
+    return {**env, "PYTHONPATH": REPO, "CUDA_VISIBLE_DEVICES": "", **extra}
+
+
+# ---- item 1: bad input is one line, exit 2, nothing written -------------------------------------
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "sac", "--set", "agent.actor_hidden=[]"], "agent.actor_hidden"),
+    (["train", "sac", "--set", "agent.critic_hidden=[256,0]"], "agent.critic_hidden"),
+    (["train", "reinforce", "--set", "actor.hidden=[4,-1]"], "actor.hidden"),
+    (["train", "reinforce", "--set", "train.value_hidden=[0]"], "train.value_hidden"),
+    (["train", "sac", "--set", "agent.init_alpha=0"], "agent.init_alpha"),
+    (["train", "sac", "--set", "agent.log_std_min=3"], "agent.log_std_min"),
+    (["train", "enas", "--set", "child.keep_prob=0"], "child.keep_prob"),
+    (["train", "enas", "--set", "controller.temperature=0"], "controller.temperature"),
+    (["train", "enas", "--set", "controller.tanh_constant=-1"], "controller.tanh_constant"),
+    (["train", "enas", "--set", "child.lr_min=1"], "child.lr_min"),
+    (["train", "ace", "--set", "ace.causal_sample_size=1"], "ace.causal_sample_size"),
+])
+def test_bad_sizes_counts_probabilities(tmp_path, capsys, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    code = main(argv + ["--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert os.listdir(tmp_path) == []
+
+
+def test_empty_hidden_list_is_a_linear_policy_that_learns(tmp_path):
+    """REINFORCE: actor.hidden = [] is a valid model (mu, sigma linear in the observation)."""
+    from tf_rlnas.algos.reinforce.config import ReinforceConfig
+    from tf_rlnas.algos.reinforce.trainer import ReinforceTrainer
+
+    cfg = C.resolve(ReinforceConfig, [os.path.join(REPO, "configs/reinforce/oneshot.yaml")],
+                    ["actor.hidden=[]", "train.updates=600", "train.lr=0.03"])
+    tr = ReinforceTrainer(cfg, str(tmp_path / "lin"))
+    assert [v.shape for v in tr.learner.actor.trainable_variables][0] == (1, 1)  # obs -> mu directly
+    summary = tr.fit(progress=False)
+    assert summary["final_eval"]["eval/distance"] < 0.1, summary["final_eval"]
+
+
+@pytest.mark.parametrize("make_bad", ["proc", "file_parent", "read_only"])
+def test_unwritable_run_dir_is_one_line(tmp_path, make_bad):
+    locked = None
+    if make_bad == "proc":
+        run_dir = "/proc/tf_rlnas_x/run"
+    elif make_bad == "file_parent":
+        (tmp_path / "afile").write_text("x")
+        run_dir = str(tmp_path / "afile" / "run")
+    else:  # an existing, empty, read-only folder
+        run_dir = str(tmp_path / "ro")
+        os.mkdir(run_dir)
+        os.chmod(run_dir, 0o555)
+        if os.geteuid() == 0:  # root ignores permission bits; the immutable flag stops root too
+            if subprocess.run(["chattr", "+i", run_dir], capture_output=True).returncode != 0:
+                pytest.skip("running as root and chattr +i is not available: cannot make a read-only folder")
+            locked = run_dir
+    try:
+        res = subprocess.run([*CLI, "train", "reinforce", "--config", "smoke", "--run-dir", run_dir],
+                             capture_output=True, text=True, timeout=300, env=cli_env(), cwd=str(tmp_path))
+    finally:
+        if locked:
+            subprocess.run(["chattr", "-i", locked])
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(err) == 1 and err[0].startswith("error: "), res.stderr[-2000:]
+    assert "run directory" in err[0]
+    if make_bad == "read_only":
+        assert "not writable" in err[0] and os.listdir(run_dir) == []
+    else:
+        assert not os.path.exists(run_dir)
+
+
+# ---- items 2 and 3: no MuJoCo or TensorFlow noise -----------------------------------------------
+
+def test_mujoco_training_is_quiet_and_leaves_no_log_file(tmp_path):
+    res = subprocess.run([*CLI, "train", "sac", "--config", "halfcheetah", "--config", "smoke",
+                          "--set", "train.total_env_steps=300", "--set", "train.start_steps=200",
+                          "--set", "train.eval_every=0", "--set", "train.eval_episodes=1",
+                          "--set", "env.max_episode_steps=100", "--run-dir", "run"],
+                         capture_output=True, text=True, timeout=600, cwd=str(tmp_path), env=cli_env())
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "MUJOCO_LOG.TXT" not in os.listdir(tmp_path)
+    assert "settotalmass" not in res.stdout + res.stderr and "WARNING" not in res.stdout
+    # item 3: TensorFlow's C++ notices (oneDNN's DT_INT32 line, cuInit ...) do not reach the user
+    assert not any(line[:1] in "EWI" and line[1:5].isdigit() for line in res.stderr.splitlines()), res.stderr
+
+
+def test_cleaned_half_cheetah_model_is_the_same_physics(tmp_path, monkeypatch):
+    import gymnasium as gym
+
+    from tf_rlnas.envs.factory import make_env
+
+    monkeypatch.chdir(tmp_path)  # the original model writes MUJOCO_LOG.TXT here
+    ours, orig = make_env("HalfCheetah-v5", seed=5), gym.make("HalfCheetah-v5")
+    assert "xml_file" in ours.spec.kwargs  # the cleaned copy, not gymnasium's file
+    np.testing.assert_array_equal(ours.unwrapped.model.body_mass, orig.unwrapped.model.body_mass)
+    np.testing.assert_array_equal(ours.unwrapped.model.body_inertia, orig.unwrapped.model.body_inertia)
+    np.testing.assert_array_equal(ours.unwrapped.model.dof_invweight0, orig.unwrapped.model.dof_invweight0)
+    o1, _ = ours.reset(seed=1)
+    o2, _ = orig.reset(seed=1)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a = rng.uniform(-1, 1, 6)
+        o1, r1, *_ = ours.step(a)
+        o2, r2, *_ = orig.step(a)
+        np.testing.assert_array_equal(o1, o2)
+        assert r1 == r2
+
+
+def test_enas_run_has_no_tf_notices(tmp_path):
+    res = subprocess.run([*CLI, "train", "enas", "--config", "smoke", "--run-dir", "r"], capture_output=True,
+                         text=True, timeout=600, cwd=str(tmp_path), env=cli_env())
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stderr.strip() == "", res.stderr
+
+
+# ---- item 4: the README's ENAS sequence works as written ----------------------------------------
+
+def test_readme_enas_sequence_without_flags(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    readme = open(os.path.join(REPO, "README.md")).read()
+    for cmd in ("tf_rlnas train enas", "tf_rlnas train enas --config digits_fixed",
+                "tf_rlnas export runs/enas_digits_fixed"):
+        assert cmd in readme, cmd
+    assert main(["train", "enas", "--config", "smoke"]) == 0
+    assert os.path.exists("runs/enas/architecture.json")
+    assert main(["train", "enas", "--config", "digits_fixed", "--config", "smoke"]) == 0
+    assert main(["export", "runs/enas_digits_fixed"]) == 0
+    assert os.path.isdir("savedmodels/enas_digits_fixed/1")
+    # the Fashion-MNIST pair points at each other too
+    search = C.read_yaml(os.path.join(REPO, "configs/enas/fashion_mnist.yaml"))
+    fixed = C.read_yaml(os.path.join(REPO, "configs/enas/fashion_mnist_fixed.yaml"))
+    assert fixed["fixed"]["arc_file"] == f"runs/{search['run']['name']}/architecture.json"
+    cifar, cifar_fixed = (C.read_yaml(os.path.join(REPO, f"configs/enas/{n}.yaml")) for n in ("cifar10", "cifar10_fixed"))
+    assert cifar_fixed["fixed"]["arc_file"] == f"runs/{cifar['run']['name']}/architecture.json"
+
+
+# ---- item 5: TensorBoard shows each step once after a kill and a resume -------------------------
+
+def test_resumed_run_has_each_tensorboard_step_once(tmp_path):
+    from tf_rlnas.algos.reinforce.config import ReinforceConfig
+    from tf_rlnas.algos.reinforce.trainer import ReinforceTrainer
+
+    cfg = C.resolve(ReinforceConfig, [os.path.join(REPO, "configs/reinforce/oneshot.yaml")],
+                    ["train.updates=20", "run.checkpoint_every=5", "run.log_every=1"])
+    run_dir = str(tmp_path / "run")
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_13(it):
+        if it == 13:
+            raise Killed  # steps 11-13 are logged, the last checkpoint is at 10
+
+    with pytest.raises(Killed):
+        ReinforceTrainer(cfg, run_dir).fit(progress=False, on_iteration=kill_at_13)
+    before = tb_scalars(os.path.join(run_dir, "tb"))["train/mu"]
+    assert [s for s, _ in before] == list(range(1, 14))
+    ReinforceTrainer(cfg, run_dir).fit(progress=False)
+    after = tb_scalars(os.path.join(run_dir, "tb"))
+    for tag in ("train/mu", "train/loss", "train/reward"):
+        assert [s for s, _ in after[tag]] == list(range(1, 21)), tag
+    assert after["train/mu"][:10] == before[:10]
