@@ -106,6 +106,11 @@ def _resolve_train_config(args) -> tuple[str, object, type, str, bool]:
         saved = rundir.saved_config(run_dir)
     if saved is not None and saved[0] == algo:
         cfg = C.resolve(schema, files, args.set, base=saved[1])  # resume: the saved run is the base
+    dist = getattr(cfg, "distribute", None)
+    from tf_rlnas.core.distribute import worker_role
+    chief = worker_role(dist.strategy)[0] if dist is not None else True
+    if not chief:  # the chief writes the run directory, maybe right now: read only what is complete
+        return algo, cfg, schema, run_dir, rundir.has_checkpoint(run_dir)
     resumes = rundir.check_run_dir(run_dir, algo, cfg, schema)
     return algo, cfg, schema, run_dir, resumes
 
@@ -140,9 +145,11 @@ def cmd_train(args) -> int:
         if created:
             rundir.remove_if_empty(run_dir)
         raise
-    rundir.write_config(run_dir, algo, cfg)
+    if trainer.is_chief:
+        rundir.write_config(run_dir, algo, cfg)
     if not resumes:
-        print(f"training {algo} in {run_dir}", flush=True)
+        role = "" if trainer.is_chief else f" (worker {trainer.task_name}: the chief writes the run directory)"
+        print(f"training {algo} in {run_dir}{role}", flush=True)
     progress = False if args.no_progress else None
     summary = trainer.fit(progress=progress)
     print(f"done: {trainer.progress_position()} {trainer.unit}s in {run_dir}", flush=True)

@@ -61,19 +61,25 @@ class Checkpointer:
         trackables: TF objects to save (models, optimizers, variables, generators).
         get_state / set_state: Python-side state as a JSON-able dict, and its restore.
         get_arrays / set_arrays: optional large arrays saved as ``extra-<N>.npz``.
+        save_directory: where saves go when not ``directory`` (a non-chief multi-worker process:
+            restores read the chief's ``directory``, saves go to its own folder).
     """
 
     def __init__(self, directory: str, max_to_keep: int, trackables: dict,
                  get_state: Callable[[], dict] | None = None, set_state: Callable[[dict], None] | None = None,
-                 get_arrays: Callable[[], dict] | None = None, set_arrays: Callable[[dict], None] | None = None):
+                 get_arrays: Callable[[], dict] | None = None, set_arrays: Callable[[dict], None] | None = None,
+                 save_directory: str | None = None):
         import tensorflow as tf
 
         self._tf = tf
-        self.directory = directory
+        self.directory = save_directory or directory
         self._py_state = tf.Variable("", dtype=tf.string, trainable=False, name="python_state")
         self.ckpt = tf.train.Checkpoint(python_state=self._py_state, **trackables)
-        self.manager = tf.train.CheckpointManager(self.ckpt, directory, max_to_keep=max_to_keep,
+        self.manager = tf.train.CheckpointManager(self.ckpt, self.directory, max_to_keep=max_to_keep,
                                                   checkpoint_name="ckpt")
+        self.restore_directory = directory
+        self.restore_manager = self.manager if self.directory == directory else tf.train.CheckpointManager(
+            self.ckpt, directory, max_to_keep=max_to_keep, checkpoint_name="ckpt")
         self.get_state, self.set_state = get_state, set_state
         self.get_arrays, self.set_arrays = get_arrays, set_arrays
 
@@ -108,7 +114,7 @@ class Checkpointer:
 
     def restore(self) -> str | None:
         """Restore the newest readable checkpoint; None when there is none."""
-        candidates = list(reversed(self.manager.checkpoints))
+        candidates = list(reversed(self.restore_manager.checkpoints))
         if not candidates:
             return None
         errors = []
@@ -120,7 +126,7 @@ class Checkpointer:
                 raise
             except Exception as e:  # a damaged checkpoint: try the previous one
                 errors.append(f"{os.path.basename(path)}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-        raise UserError(f"no readable checkpoint in {self.directory} ({'; '.join(errors)})")
+        raise UserError(f"no readable checkpoint in {self.restore_directory} ({'; '.join(errors)})")
 
     def _restore_one(self, path: str) -> None:
         status = self.ckpt.restore(path)
@@ -135,7 +141,7 @@ class Checkpointer:
                 self.set_state(json.loads(text, object_hook=_json_hook))
         if self.set_arrays is not None:
             step = int(re.search(r"ckpt-(\d+)$", path).group(1))
-            side = os.path.join(self.directory, f"extra-{step}.npz")
+            side = os.path.join(self.restore_directory, f"extra-{step}.npz")
             if not os.path.exists(side):
                 raise FileNotFoundError(f"side file {side} missing")
             with np.load(side) as z:

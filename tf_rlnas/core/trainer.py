@@ -44,16 +44,24 @@ class Trainer:
     def __init__(self, cfg: Any, run_dir: str):
         import tensorflow as tf
 
+        from tf_rlnas.core.distribute import make_strategy, worker_role
+
         self.tf = tf
         self.cfg = cfg
         self.run_dir = run_dir
         configure_threads(cfg.run.intra_op_threads, cfg.run.inter_op_threads)
+        dist = getattr(cfg, "distribute", None)  # algorithms with a distributed learner have this section
+        kind = dist.strategy if dist is not None else "none"
+        self.is_chief, self.task_name = worker_role(kind)
+        # before anything runs in TF: a logical CPU split / collective ops must be configured first
+        self.strategy = make_strategy(kind, dist.cpu_devices if dist is not None else 0)
         seed_everything(cfg.run.seed)
         self.np_rng = np.random.default_rng(cfg.run.seed)
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         self.build()
         self.checkpointer = Checkpointer(
             os.path.join(run_dir, "checkpoints"), cfg.run.keep_checkpoints,
+            save_directory=None if self.is_chief else os.path.join(run_dir, "workers", self.task_name, "checkpoints"),
             trackables={"iteration": self.iteration, **self.trackables()},
             get_state=self._get_state, set_state=self._set_state,
             get_arrays=self.arrays if type(self).arrays is not Trainer.arrays else None,
@@ -127,8 +135,13 @@ class Trainer:
 
     @property
     def logger(self) -> TBLogger:
+        """TensorBoard writer of the run (a non-chief multi-worker process: one that writes nothing)."""
         if self._logger is None:
-            self._logger = TBLogger(os.path.join(self.run_dir, "tb"))
+            if self.is_chief:
+                self._logger = TBLogger(os.path.join(self.run_dir, "tb"))
+            else:
+                from tf_rlnas.core.distribute import NullLogger
+                self._logger = NullLogger()
         return self._logger
 
     def restore(self) -> str | None:
@@ -176,5 +189,6 @@ class Trainer:
                    "wall_seconds_this_session": round(time.perf_counter() - t0, 3),
                    "final_metrics": {k: float(v) for k, v in metrics.items()}}
         summary["final_eval"] = {k: float(v) for k, v in self.evaluate().items()}
-        atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))
+        if self.is_chief:
+            atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))
         return summary

@@ -32,17 +32,26 @@ class FusedBN(keras.layers.Layer):
     """BatchNorm over the channel axis with TF's fused kernel (FusedBatchNormV3: one op forward,
     one backward; Keras 3's BatchNormalization is built from ~10 small ops each way)."""
 
-    def __init__(self, momentum: float = 0.9, epsilon: float = 1e-5, **kw):
+    def __init__(self, momentum: float = 0.9, epsilon: float = 1e-5, replica_local: bool = False, **kw):
         super().__init__(**kw)
         self.momentum, self.epsilon = float(momentum), float(epsilon)
+        self.replica_local = replica_local
 
     def build(self, input_shape):
         c = int(input_shape[-1])
         self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
         self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
-        self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False, name="moving_mean")
-        self.moving_variance = self.add_weight(shape=(c,), initializer="ones", trainable=False,
-                                               name="moving_variance")
+        if self.replica_local:
+            # one copy per replica, updated locally (no cross-replica sync point: this BN may run
+            # inside tf.switch_case), averaged over replicas when read outside a replica (saving)
+            def stat(init, name):
+                return keras.Variable(keras.initializers.get(init)((c,)), trainable=False, name=name,
+                                      aggregation="mean", synchronization="on_read")
+            self.moving_mean, self.moving_variance = stat("zeros", "moving_mean"), stat("ones", "moving_variance")
+        else:
+            self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False, name="moving_mean")
+            self.moving_variance = self.add_weight(shape=(c,), initializer="ones", trainable=False,
+                                                   name="moving_variance")
 
     def call(self, x, training=False):
         if training:
@@ -67,10 +76,17 @@ def disable_bn_relu_fusion() -> None:
     tf.config.optimizer.set_experimental_options({"remapping": False})
 
 
-def _bn(name, synchronized: bool = False):
+def _bn(name, synchronized: bool | str = False):
     """Fused BN on one device (measured: train step -37% on a pool-only 12x36 net, -11% on a
     conv3x3 one); under a tf.distribute strategy Keras' synchronized BN, whose batch statistics
-    are the global batch's, so N replicas compute what one device would."""
+    are the global batch's, so N replicas compute what one device would.
+
+    ``"replica"``: the BNs inside the search network's ``tf.switch_case`` branches under a
+    strategy. A synchronized BN all-reduces inside the branch, which tf.distribute cannot do in
+    control flow (``merge_call`` error), so these normalise over each replica's share of the batch
+    (as multi-GPU training without SyncBN does) and keep replica-local moving statistics."""
+    if synchronized == "replica":
+        return FusedBN(name=name, replica_local=True)
     if synchronized:
         return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=True, name=name)
     return FusedBN(name=name)
@@ -179,7 +195,8 @@ class ChildNet(keras.Model):
         self.layer_branches, self.layer_bns, self.reductions = [], [], []
         for i in range(num_layers):
             kinds = [int(self.fixed_branches[i])] if self.fixed else range(NUM_BRANCHES)
-            branches = [Branch(k, f, sync, policy, name=f"layer{i}_branch{k}") for k in kinds]
+            branch_bn = sync if (self.fixed or not sync) else "replica"  # search: inside tf.switch_case
+            branches = [Branch(k, f, branch_bn, policy, name=f"layer{i}_branch{k}") for k in kinds]
             for j, br in enumerate(branches):
                 setattr(self, f"_l{i}_b{j}", br)  # tracked attributes (lists are not checkpointed)
             self.layer_branches.append(branches)

@@ -50,29 +50,6 @@ def cosine_lr(epoch: int, lr_max: float, lr_min: float, t0: int, tmul: int) -> f
     return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * (epoch - start) / length))
 
 
-def setup_cpu_devices(n: int) -> None:
-    """Split the host CPU into ``n`` logical devices (before TF initialises its devices)."""
-    if n <= 1:
-        return
-    cpus = tf.config.list_physical_devices("CPU")
-    try:
-        tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
-    except RuntimeError:
-        if len(tf.config.list_logical_devices("CPU")) != n:
-            raise UserError(f"distribute.cpu_devices={n}: TensorFlow's devices were already initialised "
-                            f"in this process; set it in a fresh process") from None
-
-
-def make_strategy(kind: str):
-    if kind == "mirrored":
-        return tf.distribute.MirroredStrategy(
-            devices=[d.name for d in tf.config.list_logical_devices("GPU")] or
-            [d.name for d in tf.config.list_logical_devices("CPU")])
-    if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return None
-
-
 def make_child_step(child, optimizer, controller, grad_clip: float, global_batch: int, image_shape,
                     strategy=None):
     """One shared-child SGD step as a tf.function ``(x, y, seed [2]) -> (loss, #correct, grad norm)``:
@@ -150,10 +127,6 @@ class EnasTrainer(Trainer):
     algo = "enas"
     unit = "epoch"
 
-    def __init__(self, cfg, run_dir: str):
-        setup_cpu_devices(cfg.distribute.cpu_devices)
-        super().__init__(cfg, run_dir)
-
     # ---- construction ----------------------------------------------------------------------------
     def build(self) -> None:
         cfg, d, c = self.cfg, self.cfg.data, self.cfg.child
@@ -165,7 +138,6 @@ class EnasTrainer(Trainer):
         self.splits = Splits(arrays, valid_size=d.valid_size, batch_size=d.batch_size,
                              eval_batch_size=d.eval_batch_size, seed=cfg.run.seed, augment_pad=d.augment_pad,
                              augment_flip=d.augment_flip, full_train=self.fixed)
-        self.strategy = make_strategy(cfg.distribute.strategy)
         self.replicas = self.strategy.num_replicas_in_sync if self.strategy else 1
         if d.batch_size % self.replicas:
             raise UserError(f"config key 'data.batch_size' ({d.batch_size}) must be divisible by the "
@@ -372,7 +344,8 @@ class EnasTrainer(Trainer):
         if not self.fixed:
             result = self.derive()
             path = os.path.join(self.run_dir, "architecture.json")
-            atomic_write_text(path, json.dumps(result, indent=2))
+            if self.is_chief:
+                atomic_write_text(path, json.dumps(result, indent=2))
             b, s = arc_from_dict(result["architecture"])
             self.logger.text("search/derived_architecture", arc_string(b, s), step=int(self.iteration.numpy()))
             self.logger.flush()
@@ -381,7 +354,8 @@ class EnasTrainer(Trainer):
                 f"weights: valid {result['search_valid_accuracy']:.4f}, test "
                 f"{result['search_test_accuracy_shared_weights']:.4f}) -> {path}\n{arc_string(b, s)}")
             summary["architecture"] = result
-            atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))
+            if self.is_chief:
+                atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))
         return summary
 
     def evaluate(self, episodes=None) -> dict[str, float]:
