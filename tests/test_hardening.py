@@ -237,14 +237,15 @@ def _weights(ckpt_dir, prefix="child/"):
 
 
 @pytest.mark.timeout(900)
-def test_multi_worker_fixed_matches_single_process(tmp_path):
+def test_multi_worker_fixed_matches_single_process_and_resumes(tmp_path):
     import json
     from tf_rlnas.algos.enas.controller import arc_to_dict
     arc = tmp_path / "arc.json"
     arc.write_text(json.dumps(arc_to_dict(np.array([0, 1, 4]), np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]]))))
     common = ["train", "enas", "--config", "digits_fixed", "--set", f"fixed.arc_file={arc}", "--set", "child.epochs=1",
               "--set", "child.filters=8", "--set", "child.keep_prob=1.0", "--set", "data.batch_size=64", "--no-progress"]
-    _run_workers(common + ["--set", "distribute.strategy=multi_worker", "--run-dir", "mw"], str(tmp_path))
+    mw = common + ["--set", "distribute.strategy=multi_worker", "--run-dir", "mw"]
+    _run_workers(mw, str(tmp_path))
     single = subprocess.run([*CLI, *common, "--set", "distribute.strategy=mirrored", "--run-dir", "one"],
                             cwd=str(tmp_path), capture_output=True, text=True, timeout=600, env=cli_env())
     assert single.returncode == 0, single.stderr[-2000:]
@@ -265,21 +266,29 @@ def test_multi_worker_fixed_matches_single_process(tmp_path):
     # only the chief wrote the run directory's files
     assert sorted(os.listdir(tmp_path / "mw")) == ["checkpoints", "config.yaml", "summary.json", "tb", "workers"]
     assert os.listdir(tmp_path / "mw" / "workers" / "worker-1") == ["checkpoints"]
+    # resume both workers from the chief's checkpoint and extend the run by an epoch
+    outs = _run_workers(mw + ["--set", "child.epochs=2"], str(tmp_path))
+    assert all("resuming" in o and "ckpt-1" in o for o in outs), outs
+    chief = _weights(str(tmp_path / "mw" / "checkpoints"), prefix="")
+    other = _weights(str(tmp_path / "mw" / "workers" / "worker-1" / "checkpoints"), prefix="")
+    assert int(chief["iteration/.ATTRIBUTES/VARIABLE_VALUE"]) == 2
+    for n in chief:
+        if n.startswith("child/"):
+            np.testing.assert_array_equal(chief[n], other[n], err_msg=n)
+    assert [s for s, _ in tb_scalars(str(tmp_path / "mw" / "tb"))["child/loss"]] == [1, 2]
 
 
 @pytest.mark.timeout(900)
-def test_multi_worker_search_and_resume(tmp_path):
-    base = ["train", "enas", "--config", "smoke", "--set", "distribute.strategy=multi_worker", "--no-progress",
-            "--run-dir", "run"]
-    outs = _run_workers(base, str(tmp_path))
+def test_multi_worker_search(tmp_path):
+    """Search mode: the sampled branches run inside tf.switch_case, where a synchronized BN cannot
+    all-reduce; the branch BNs are replica-local there. Both workers end with the same weights and
+    the chief alone writes architecture.json."""
+    outs = _run_workers(["train", "enas", "--config", "smoke", "--set", "distribute.strategy=multi_worker",
+                         "--set", "child.epochs=1", "--no-progress", "--run-dir", "run"], str(tmp_path))
     assert "worker worker-1" in outs[1] and os.path.exists(tmp_path / "run" / "architecture.json")
-    outs = _run_workers(base + ["--set", "child.epochs=3"], str(tmp_path))  # resume both and extend
-    assert all("resuming" in o and "ckpt-2" in o for o in outs), outs
     chief = _weights(str(tmp_path / "run" / "checkpoints"), prefix="")
     other = _weights(str(tmp_path / "run" / "workers" / "worker-1" / "checkpoints"), prefix="")
-    assert int(chief["iteration/.ATTRIBUTES/VARIABLE_VALUE"]) == 3
-    for n in chief:
-        if n.startswith(("child/", "controller/", "baseline")):
-            np.testing.assert_array_equal(chief[n], other[n], err_msg=n)
-    steps = [s for s, _ in tb_scalars(str(tmp_path / "run" / "tb"))["child/loss"]]
-    assert steps == [1, 2, 3]
+    names = [n for n in chief if n.startswith(("child/", "controller/", "baseline"))]
+    assert len(names) > 50
+    for n in names:
+        np.testing.assert_array_equal(chief[n], other[n], err_msg=n)
