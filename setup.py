@@ -24,7 +24,7 @@ setup(
         "tf-keras>=2.21,<2.22",
         "tensorboard>=2.21,<2.22",
         "tensorflow-datasets>=4.9,<5",
-        "gymnasium[mujoco]>=1.0,<2",
+        "gymnasium[mujoco,classic-control]>=1.0,<2",
         # dm-control 1.0.50 (PlaNet's DMC tasks) needs mujoco >= 3.17 and crashes on 4.0; gymnasium 1.4's v5
         # envs run on 3.17 too: one mujoco for both
         "mujoco>=3.17,<4",
@@ -34,6 +34,8 @@ setup(
         "scikit-learn>=1.4",
         "lingam>=1.9",
         "threadpoolctl>=3",
+        "imageio>=2.30",
+        "imageio-ffmpeg>=0.5",  # ships its own ffmpeg binary: MP4 videos of evaluation episodes
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2"],

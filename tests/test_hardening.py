@@ -292,3 +292,37 @@ def test_multi_worker_search(tmp_path):
     assert len(names) > 50
     for n in names:
         np.testing.assert_array_equal(chief[n], other[n], err_msg=n)
+
+
+# ---- item 6: videos of evaluation episodes ---------------------------------------------------------
+
+def test_evaluate_video_writes_mp4_with_the_episode_frames(tmp_path, capsys):
+    import ctypes.util
+    import json
+
+    import imageio.v3 as iio
+
+    if not os.environ.get("DISPLAY") and not os.environ.get("MUJOCO_GL") and not ctypes.util.find_library("OSMesa"):
+        pytest.skip("no display and no OSMesa (apt-get install libosmesa6): MuJoCo cannot render offscreen")
+    run = str(tmp_path / "ip")
+    assert main(["train", "--config", os.path.join(REPO, "configs/reinforce/inverted_pendulum.yaml"),
+                 "--set", "train.updates=2", "--set", "train.episodes_per_update=2", "--set", "train.eval_every=0",
+                 "--set", "env.max_episode_steps=30", "--run-dir", run]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", run, "--video", str(tmp_path / "vid"), "--episodes", "2", "--json"]) == 0
+    videos = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["videos"]
+    assert len(videos) == 2
+    for v in videos:
+        frames = iio.imread(v["path"], index=None)
+        assert frames.shape == (v["frames"], 480, 480, 3)
+        assert 2 <= v["frames"] <= 31  # reset frame + one per step, at most the 30-step limit
+        assert frames.std() > 1.0  # a picture, not a blank frame
+    assert sorted(os.listdir(tmp_path / "vid")) == ["update2-episode0.mp4", "update2-episode1.mp4"]
+    # a run with no environment to render, and an env that cannot render: one line, exit 2
+    oneshot = str(tmp_path / "oneshot")
+    assert main(["train", "reinforce", "--config", "smoke", "--run-dir", oneshot]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", oneshot, "--video"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot render" in err[0]
+    assert not os.path.exists(os.path.join(oneshot, "videos"))

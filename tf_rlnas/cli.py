@@ -22,6 +22,7 @@ EPILOG = """examples:
   tf_rlnas train reinforce --config oneshot --set train.updates=500 --run-dir runs/quick
   tf_rlnas train --run-dir runs/quick --set train.updates=1000   # resume and extend
   tf_rlnas evaluate runs/quick --episodes 20
+  tf_rlnas evaluate runs/reinforce_inverted_pendulum --video      # -> RUN_DIR/videos/*.mp4
   tf_rlnas export runs/quick                                  # -> savedmodels/quick/<version>/
 """
 
@@ -158,7 +159,29 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _record_videos(args) -> int:
+    from tf_rlnas.core.seeding import derive_seeds
+    from tf_rlnas.envs.video import record_episodes
+
+    out_dir = args.video or os.path.join(args.run_dir, "videos")
+    _, cfg, trainer = _load_run(args.run_dir)
+    src = trainer.video_source()
+    step = int(trainer.iteration.numpy())
+    seeds = derive_seeds(cfg.run.seed, args.episodes or 1, salt=77)
+    videos = record_episodes(src.env_id, src.max_episode_steps, src.kwargs, src.policy, src.low, src.high, seeds,
+                             out_dir, prefix=f"{trainer.unit.replace(' ', '_')}{step}")
+    if args.json:
+        print(json.dumps({"videos": videos}))
+    else:
+        for v in videos:
+            print(f"{v['path']}: {v['frames']} frames {v['width']}x{v['height']} at {v['fps']} fps, "
+                  f"return {v['return']:.6g}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
+    if args.video is not None:
+        return _record_videos(args)
     _, _, trainer = _load_run(args.run_dir)
     metrics = trainer.evaluate(args.episodes)
     if args.json:
@@ -234,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--episodes", type=int, default=None, help="evaluation episodes (default: the config's)")
     e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    e.add_argument("--video", nargs="?", const="", default=None, metavar="DIR",
+                   help="render deterministic episodes (--episodes, default 1) to MP4 files in DIR "
+                   "(default RUN_DIR/videos) instead of evaluating")
     e.set_defaults(fn=cmd_evaluate)
 
     x = sub.add_parser("export", help="export a run's latest checkpoint as a versioned SavedModel")

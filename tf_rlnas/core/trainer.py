@@ -37,6 +37,19 @@ class ExportSpec:
     expected: dict[str, dict[str, np.ndarray]]  # signature -> outputs of the live model
 
 
+@dataclasses.dataclass
+class VideoSource:
+    """What ``evaluate --video`` needs: the env (made again, rendering, in another process) and the
+    deterministic policy."""
+
+    env_id: str
+    max_episode_steps: int
+    kwargs: dict
+    policy: Callable[[np.ndarray], np.ndarray]
+    low: np.ndarray
+    high: np.ndarray
+
+
 class Trainer:
     algo: str = ""
     unit: str = "update"
@@ -84,6 +97,10 @@ class Trainer:
 
     def export_spec(self) -> ExportSpec:
         raise NotImplementedError
+
+    def video_source(self) -> VideoSource:
+        from tf_rlnas.errors import UserError
+        raise UserError(f"'{self.algo}' has no environment episodes to render as video")
 
     def trackables(self) -> dict:
         return {}

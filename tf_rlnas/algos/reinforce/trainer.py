@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from tf_rlnas.algos.reinforce.learner import ReinforceLearner
 from tf_rlnas.core.seeding import derive_seeds
-from tf_rlnas.core.trainer import ExportSpec, Trainer
+from tf_rlnas.core.trainer import ExportSpec, Trainer, VideoSource
 from tf_rlnas.envs.factory import env_spaces, make_env, rng_state, set_rng_state
 from tf_rlnas.envs.rollout import Episode, Evaluator, collect_episodes
 from tf_rlnas.replay.returns import discounted_returns, gae
@@ -43,6 +43,10 @@ class ReinforceTrainer(Trainer):
     def _make_env(self, seed: int):
         c = self.cfg.env
         return make_env(c.id, seed=seed, max_episode_steps=c.max_episode_steps, kwargs=c.kwargs)
+
+    def video_source(self) -> VideoSource:
+        c = self.cfg.env
+        return VideoSource(c.id, c.max_episode_steps, dict(c.kwargs), self.mean_action, self.low, self.high)
 
     def total_iterations(self) -> int:
         return self.cfg.train.updates

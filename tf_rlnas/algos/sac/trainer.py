@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tf_rlnas.algos.sac.learner import SACLearner
 from tf_rlnas.core.seeding import derive_seeds
-from tf_rlnas.core.trainer import ExportSpec, Trainer
+from tf_rlnas.core.trainer import ExportSpec, Trainer, VideoSource
 from tf_rlnas.envs.factory import env_spaces, make_env, rng_state, set_rng_state
 from tf_rlnas.envs.rollout import Evaluator
 from tf_rlnas.replay.uniform import ReplayBuffer, VectorTransitions
@@ -60,6 +60,10 @@ class SACTrainer(Trainer):
     def _make_env(self, seed: int):
         c = self.cfg.env
         return make_env(c.id, seed=seed, max_episode_steps=c.max_episode_steps, kwargs=c.kwargs)
+
+    def video_source(self) -> VideoSource:
+        c = self.cfg.env
+        return VideoSource(c.id, c.max_episode_steps, dict(c.kwargs), self.deterministic_action, self.low, self.high)
 
     def total_iterations(self) -> int:
         """At least this many vector steps (each autoreset step of an env adds one more)."""
