@@ -243,7 +243,7 @@ def test_multi_worker_fixed_matches_single_process_and_resumes(tmp_path):
     arc = tmp_path / "arc.json"
     arc.write_text(json.dumps(arc_to_dict(np.array([0, 1, 4]), np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]]))))
     common = ["train", "enas", "--config", "digits_fixed", "--set", f"fixed.arc_file={arc}", "--set", "child.epochs=1",
-              "--set", "child.filters=8", "--set", "child.keep_prob=1.0", "--set", "data.batch_size=64", "--no-progress"]
+              "--set", "child.filters=8", "--set", "child.keep_prob=1.0", "--set", "data.batch_size=256", "--no-progress"]
     mw = common + ["--set", "distribute.strategy=multi_worker", "--run-dir", "mw"]
     _run_workers(mw, str(tmp_path))
     single = subprocess.run([*CLI, *common, "--set", "distribute.strategy=mirrored", "--run-dir", "one"],
@@ -256,13 +256,12 @@ def test_multi_worker_fixed_matches_single_process_and_resumes(tmp_path):
     for n in chief:
         np.testing.assert_array_equal(chief[n], other[n], err_msg=n)  # the workers agree exactly
         if "moving_" not in n and chief[n].dtype.kind == "f":  # and match one process up to rounding
-            # (each worker sums its own half of the batch and the all-reduce adds them in another
-            # order; over an epoch of momentum SGD these rounding differences grow to up to ~6% of
-            # a BN offset's scale (0.5% on conv kernels) while the epoch's mean training loss agrees
-            # to ~1.5e-5: that is the sharp check, below)
-            assert np.max(np.abs(chief[n] - one[n])) < 0.1 * np.max(np.abs(one[n])) + 1e-3, n
+            # (batch 256 = 5 steps: measured ~2e-7; with many small steps the rounding of half-batch
+            # sums grows through momentum SGD - at batch 64, 23 steps, to ~7e-3 - exactly as it
+            # does for MirroredStrategy on 2 local devices, so short runs are the sharp comparison)
+            assert np.max(np.abs(chief[n] - one[n])) < 1e-4, n
     losses = [json.load(open(tmp_path / r / "summary.json"))["final_metrics"]["child/loss"] for r in ("mw", "one")]
-    assert abs(losses[0] - losses[1]) < 1e-4 * losses[1], losses
+    assert abs(losses[0] - losses[1]) < 1e-5 * losses[1], losses
     # only the chief wrote the run directory's files
     assert sorted(os.listdir(tmp_path / "mw")) == ["checkpoints", "config.yaml", "summary.json", "tb", "workers"]
     assert os.listdir(tmp_path / "mw" / "workers" / "worker-1") == ["checkpoints"]
