@@ -38,6 +38,9 @@ ALGOS: dict[str, AlgoSpec] = {
     "ace": AlgoSpec("ace", "ACE: SAC + causality-aware entropy + dormancy-guided soft resets",
                     "tf_rlnas.algos.ace.config:ACEConfig", "tf_rlnas.algos.ace.trainer:ACETrainer",
                     "tf_rlnas.algos.sac.bench:run"),
+    "maml_trpo": AlgoSpec("maml_trpo", "MAML meta-RL with TRPO meta-updates (2D navigation, bandits, MDPs, "
+                          "HalfCheetah/Ant velocity, direction, position tasks)",
+                          "tf_rlnas.algos.maml_trpo.config:MAMLConfig", "tf_rlnas.algos.maml_trpo.trainer:MAMLTrainer"),
 }
 
 

@@ -14,15 +14,11 @@ import numpy as np
 
 from tf_rlnas.errors import UserError
 
-_REGISTERED = False
 
 
 def register_envs() -> None:
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    gym.register(id="tf_rlnas/OneShotGame-v0", entry_point="tf_rlnas.envs.oneshot:OneShotGame")
-    _REGISTERED = True
+    from tf_rlnas.envs.registration import register_all
+    register_all()
 
 
 def _env_class(env_id: str):

@@ -36,6 +36,8 @@ class MetaPolicy(keras.Model):
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             w = self.add_weight(shape=(a, b), initializer=glorot, name=f"w{i}")
             bias = self.add_weight(shape=(b,), initializer="zeros", name=f"b{i}")
+            setattr(self, f"w{i}", w)  # attributes: tf.train.Checkpoint does not see a Python list's items
+            setattr(self, f"b{i}", bias)
             self.layer_params += [w, bias]
         if self.gaussian:
             self.log_std = self.add_weight(shape=(self.act_dim,),

@@ -1,0 +1,76 @@
+"""MAML-TRPO configuration. Defaults are the user's walk-through (dragen1860/MAML-Pytorch-RL
+main.py): 2DNavigation, 2 x 100 ReLU, gamma 0.95, GAE tau 1.0, fast-lr 0.1, meta-batch 30 tasks,
+fast-batch 20 episodes, max-kl 0.01, CG 10 iterations, damping 1e-5, line search 15 x 0.8,
+100 meta-iterations. The shipped per-family configs use the reference's per-family values."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from tf_rlnas.config import RunConfig, option
+from tf_rlnas.errors import ConfigError
+
+FAMILIES = ("2dnav", "halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir", "ant_pos", "bandit", "tabular_mdp")
+DISCRETE = ("bandit", "tabular_mdp")
+
+
+@dataclasses.dataclass
+class MAMLEnv:
+    family: Literal[FAMILIES] = option("2dnav", help="task family: " + ", ".join(FAMILIES))  # type: ignore[valid-type]
+    kwargs: dict = option(default_factory=dict, help="family keyword arguments (bandit: k)")
+    horizon: int = option(0, min=0, help="steps per episode (0 = the family's: 100 2dnav, 200 MuJoCo, 1 bandit, 10 MDP)")
+    workers: int = option(1, min=1, help="processes stepping the MuJoCo families' envs (cheap families are vectorised)")
+
+
+@dataclasses.dataclass
+class MAMLPolicy:
+    distribution: Literal["auto", "normal", "categorical"] = option(
+        "auto", help="normal for continuous families, categorical for bandits and MDPs")
+    hidden: list[int] = option([100, 100], min=1, min_len=1, help="hidden layer sizes")
+    activation: Literal["relu", "tanh"] = option("relu")
+    min_std: float = option(1e-6, gt=0.0, help="floor of the Gaussian std")
+
+
+@dataclasses.dataclass
+class MAMLSection:
+    meta_batch: int = option(30, min=1, help="tasks per meta-iteration")
+    fast_batch: int = option(20, min=1, help="episodes per task per sampling")
+    fast_lr: float = option(0.1, gt=0.0, help="inner-loop step size alpha")
+    num_steps: int = option(1, min=1, max=5, help="inner gradient steps (each on fresh episodes)")
+    first_order: bool = option(False, help="stop gradients through the inner update")
+    gamma: float = option(0.95, min=0.0, max=1.0)
+    gae_lambda: float = option(1.0, min=0.0, max=1.0, help="GAE tau")
+    normalize_advantages: bool = option(True, help="per task, over valid steps")
+    max_kl: float = option(0.01, gt=0.0)
+    cg_iters: int = option(10, min=1)
+    cg_damping: float = option(1e-5, min=0.0)
+    ls_max_steps: int = option(15, min=1)
+    ls_backtrack_ratio: float = option(0.8, gt=0.0, max=0.999)
+    jit_compile: bool = option(True, help="XLA-compile the TRPO direction (gradient, CG on the KL Hessian)")
+
+
+@dataclasses.dataclass
+class MAMLTrain:
+    meta_iterations: int = option(100, min=1, resume_ok=True, help="meta-iterations (the budget)")
+    eval_every: int = option(0, min=0, resume_ok=True, help="held-out evaluation every N meta-iterations (0 = at end)")
+    eval_tasks: int = option(40, min=1, resume_ok=True, help="held-out tasks per evaluation")
+    eval_steps: int = option(3, min=0, max=5, resume_ok=True, help="adaptation steps evaluated (0..N)")
+
+
+@dataclasses.dataclass
+class MAMLConfig:
+    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=1))
+    env: MAMLEnv = dataclasses.field(default_factory=MAMLEnv)
+    policy: MAMLPolicy = dataclasses.field(default_factory=MAMLPolicy)
+    maml: MAMLSection = dataclasses.field(default_factory=MAMLSection)
+    train: MAMLTrain = dataclasses.field(default_factory=MAMLTrain)
+
+    def validate(self) -> None:
+        discrete = self.env.family in DISCRETE
+        d = self.policy.distribution
+        if (d == "categorical" and not discrete) or (d == "normal" and discrete):
+            raise ConfigError(f"config key 'policy.distribution' = '{d}' does not fit family '{self.env.family}' "
+                              f"({'discrete' if discrete else 'continuous'} actions)")
+        if self.env.family != "bandit" and "k" in self.env.kwargs:
+            raise ConfigError("config key 'env.kwargs.k' (arms) only applies to family 'bandit'")

@@ -1,0 +1,210 @@
+"""MAML-TRPO learner: returns/advantages, the inner adaptation and the TRPO meta-update, all as
+``tf.function``s with fixed shapes (K tasks x E episodes x T steps): traced once per run.
+
+A batch is a tuple ``(obs [K,E,T,D], actions [K,E,T,A] or [K,E,T], advantages [K,E,T],
+mask [K,E,T])``; padded steps (after an episode ended) have mask 0 everywhere.
+
+- inner loss of task k: ``-sum(log pi(a|s; theta_k) A mask) / sum(mask)`` over its episodes; the
+  gradient of the SUM over tasks w.r.t. the task-tiled parameters is every task's own gradient,
+  so one tape adapts all K tasks: ``theta_k' = theta_k - lr * grad_k`` (log-std included).
+  Second order by default: the outer tape differentiates through that gradient;
+  ``first_order`` stops it.
+- outer (TRPO): surrogate ``-mean_k masked-mean(exp(log pi'_new - log pi'_old) A)`` on the
+  validation episodes sampled with the adapted parameters; mean KL(new' || old') over valid steps;
+  Hessian-vector products of the KL by double differentiation (+ damping v); conjugate gradient;
+  step scaled to ``max_kl``; backtracking line search restoring theta when nothing is accepted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tf_rlnas.algos.maml_trpo import baseline, trpo
+from tf_rlnas.algos.maml_trpo.policies import MetaPolicy
+
+
+def masked_mean(x, mask, axis=(1, 2)):
+    return tf.reduce_sum(x * mask, axis=axis) / tf.maximum(tf.reduce_sum(mask, axis=axis), 1.0)
+
+
+def discounted_cumsum(x, mask, factor: float):
+    """Reverse discounted sums along T (axis 2) that restart after padding: y_t = x_t + f y_{t+1}."""
+    xs = tf.transpose(x * mask, [2, 0, 1])
+    ms = tf.transpose(mask, [2, 0, 1])
+    ys = tf.scan(lambda acc, xm: xm[0] + factor * acc * xm[1], (xs, ms), initializer=tf.zeros_like(xs[0]),
+                 reverse=True)
+    return tf.transpose(ys, [1, 2, 0])
+
+
+def gae_masked(rewards, values, mask, gamma: float, lam: float):
+    """delta_t = r_t + gamma V_{t+1} - V_t with V = 0 after the last valid step; advantages are the
+    (gamma lam)-discounted sums of deltas within each episode."""
+    nxt = tf.concat([values[:, :, 1:] * mask[:, :, 1:], tf.zeros_like(values[:, :, :1])], axis=2)
+    deltas = (rewards + gamma * nxt - values) * mask
+    return discounted_cumsum(deltas, mask, gamma * lam)
+
+
+class MAMLLearner:
+    def __init__(self, policy: MetaPolicy, k: int, e: int, t: int, obs_dim: int, cfg):
+        self.policy, self.cfg = policy, cfg
+        self.k, self.e, self.t = k, e, t
+        m = cfg.maml
+        self.gamma, self.lam, self.normalize = m.gamma, m.gae_lambda, m.normalize_advantages
+        self.first_order, self.num_steps = m.first_order, m.num_steps
+        self.max_kl, self.damping, self.cg_iters = m.max_kl, m.cg_damping, m.cg_iters
+        self.variables = [p.value for p in policy.params]  # the raw tf.Variables
+        f32 = tf.float32
+        act = (tf.TensorSpec([k, e, t], tf.int32) if not policy.gaussian
+               else tf.TensorSpec([k, e, t, policy.act_dim], f32))
+        self.batch_spec = (tf.TensorSpec([k, e, t, obs_dim], f32), act, tf.TensorSpec([k, e, t], f32),
+                           tf.TensorSpec([k, e, t], f32))
+        raw = (tf.TensorSpec([k, e, t, obs_dim], f32), tf.TensorSpec([k, e, t], f32), tf.TensorSpec([k, e, t], f32))
+        params_spec = [tf.TensorSpec([k, *p.shape], f32) for p in policy.params]
+        obs_spec = tf.TensorSpec([k, e, obs_dim], f32)
+        self.traces = {"advantages": 0, "act": 0, "inner": 0, "direction": 0, "evaluate": 0}
+        self.advantages = tf.function(self._advantages, input_signature=raw)
+        self.act = tf.function(self._act, input_signature=[params_spec, obs_spec, tf.TensorSpec([2], tf.int64),
+                                                           tf.TensorSpec([], tf.bool)])
+        self.inner_step = tf.function(self._inner_step, input_signature=[params_spec, self.batch_spec,
+                                                                          tf.TensorSpec([], f32)])
+        steps = tuple([self.batch_spec] * self.num_steps)
+        lrs = tf.TensorSpec([self.num_steps], f32)
+        self.direction = tf.function(self._direction, input_signature=[steps, lrs, self.batch_spec],
+                                     jit_compile=bool(getattr(cfg.maml, "jit_compile", False)))
+        self.evaluate = tf.function(self._evaluate, input_signature=[steps, lrs, self.batch_spec,
+                                                                     tf.TensorSpec([k, e, t], f32),
+                                                                     self._dist_spec()])
+
+    def _dist_spec(self):
+        k, e, t, a = self.k, self.e, self.t, self.policy.act_dim
+        if self.policy.gaussian:
+            return (tf.TensorSpec([k, e * t, a], tf.float32), tf.TensorSpec([k, e * t, a], tf.float32))
+        return (tf.TensorSpec([k, e * t, a], tf.float32), tf.TensorSpec([k, e * t, a], tf.float32))
+
+    # ---- data -------------------------------------------------------------------------------
+    def _advantages(self, obs, rewards, mask):
+        self.traces["advantages"] += 1
+        returns = discounted_cumsum(rewards, mask, self.gamma)
+        values = baseline.fit_predict(obs, mask, returns)
+        adv = gae_masked(rewards, values, mask, self.gamma, self.lam)
+        if self.normalize:  # per task, over its valid steps
+            mean = masked_mean(adv, mask)[:, None, None]
+            var = masked_mean(tf.square(adv - mean), mask)[:, None, None]
+            adv = (adv - mean) / (tf.sqrt(var) + 1e-8) * mask
+        return adv
+
+    def _act(self, params, obs, seed, deterministic):
+        self.traces["act"] += 1
+        a, b = self.policy.forward(params, obs)
+        if self.policy.gaussian:
+            eps = tf.random.stateless_normal(tf.shape(a), seed)
+            return tf.where(deterministic, a, a + b * eps)
+        sample = tf.random.stateless_categorical(tf.reshape(a, [-1, a.shape[-1]]), 1, seed)
+        sample = tf.reshape(tf.cast(sample, tf.float32), tf.shape(a)[:-1])
+        return tf.where(deterministic, tf.cast(tf.argmax(a, -1), tf.float32), sample)
+
+    # ---- inner loop -------------------------------------------------------------------------
+    def _flat(self, x):  # [K, E, T, ...] -> [K, E*T, ...]
+        return tf.reshape(x, tf.concat([[self.k, self.e * self.t], tf.shape(x)[3:]], 0))
+
+    def log_prob(self, params, obs, actions):
+        lp = self.policy.dist(params, self._flat(obs)).log_prob(self._flat(actions))
+        return tf.reshape(lp, [self.k, self.e, self.t])
+
+    def inner_loss(self, params, batch):
+        obs, actions, adv, mask = batch
+        return tf.reduce_sum(-masked_mean(self.log_prob(params, obs, actions) * adv, mask))
+
+    def adapt_from(self, params, batch, lr, first_order: bool):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = self.inner_loss(params, batch)
+        grads = tape.gradient(loss, params)
+        if first_order:
+            grads = [tf.stop_gradient(g) for g in grads]
+        return [p - lr * g for p, g in zip(params, grads)]
+
+    def _inner_step(self, params, batch, lr):
+        self.traces["inner"] += 1
+        return self.adapt_from(params, batch, lr, first_order=True)
+
+    def adapted(self, train_batches, lrs):
+        """theta' as a function of the meta-parameters (through every inner step)."""
+        params = [tf.tile(v[None], [self.k] + [1] * len(v.shape)) for v in self.variables]
+        for i, b in enumerate(train_batches):
+            params = self.adapt_from(params, b, lrs[i], self.first_order)
+        return params
+
+    # ---- outer loop -------------------------------------------------------------------------
+    def _dist_params(self, params, obs):
+        a, b = self.policy.forward(params, self._flat(obs))
+        return (a, b) if self.policy.gaussian else (tf.nn.log_softmax(a), tf.nn.log_softmax(a))
+
+    def _kl(self, new, old, mask):
+        """mean over tasks of the masked mean KL(new || old)."""
+        if self.policy.gaussian:
+            (mn, sn), (mo, so) = new, old
+            kl = tf.reduce_sum(tf.math.log(so / sn) + (tf.square(sn) + tf.square(mn - mo)) / (2 * tf.square(so)) - 0.5, -1)
+        else:
+            ln, lo = new[0], old[0]
+            kl = tf.reduce_sum(tf.exp(ln) * (ln - lo), -1)
+        return tf.reduce_mean(masked_mean(tf.reshape(kl, [self.k, self.e, self.t]), mask))
+
+    def _surrogate_kl(self, train_batches, lrs, valid, old_logp, old_dist):
+        obs, actions, adv, mask = valid
+        params = self.adapted(train_batches, lrs)
+        logp = self.log_prob(params, obs, actions)
+        ratio = tf.exp(logp - old_logp)
+        loss = -tf.reduce_mean(masked_mean(ratio * adv, mask))
+        kl = self._kl(self._dist_params(params, obs), old_dist, mask)
+        return loss, kl
+
+    def old_policy(self, train_batches, lrs, valid):
+        params = self.adapted(train_batches, lrs)
+        obs, actions, _, _ = valid
+        return (tf.stop_gradient(self.log_prob(params, obs, actions)),
+                tuple(tf.stop_gradient(x) for x in self._dist_params(params, obs)))
+
+    def _direction(self, train_batches, lrs, valid):
+        """At the current theta: loss, the TRPO step (CG on the damped KL Hessian, scaled to
+        max_kl), and the CG residual."""
+        self.traces["direction"] += 1
+        old_logp, old_dist = self.old_policy(train_batches, lrs, valid)
+        with tf.GradientTape() as tape:
+            loss, _ = self._surrogate_kl(train_batches, lrs, valid, old_logp, old_dist)
+        grad = trpo.flat_concat(tape.gradient(loss, self.variables))
+
+        def hvp(v):
+            with tf.GradientTape() as outer:
+                with tf.GradientTape() as inner:
+                    _, kl = self._surrogate_kl(train_batches, lrs, valid, old_logp, old_dist)
+                g = trpo.flat_concat(inner.gradient(kl, self.variables))
+                gv = tf.reduce_sum(g * tf.stop_gradient(v))
+            return trpo.flat_concat(outer.gradient(gv, self.variables)) + self.damping * v
+
+        step_dir, residual = trpo.conjugate_gradient(hvp, grad, self.cg_iters)
+        scale = trpo.step_size(step_dir, hvp(step_dir), self.max_kl)
+        return loss, step_dir * scale, residual, old_logp, old_dist, tf.linalg.norm(grad)
+
+    def _evaluate(self, train_batches, lrs, valid, old_logp, old_dist):
+        self.traces["evaluate"] += 1
+        return self._surrogate_kl(train_batches, lrs, valid, old_logp, old_dist)
+
+    def meta_update(self, train_batches, lrs, valid, ls_steps: int, ls_ratio: float) -> dict:
+        loss, full_step, residual, old_logp, old_dist, gnorm = self.direction(train_batches, lrs, valid)
+
+        def evaluate():
+            lo, kl = self.evaluate(train_batches, lrs, valid, old_logp, old_dist)
+            return float(lo), float(kl)
+
+        steps, new_loss, kl = trpo.backtracking_line_search(self.variables, full_step, evaluate, float(loss),
+                                                            self.max_kl, ls_steps, ls_ratio)
+        return {"meta/surrogate_before": float(loss), "meta/surrogate_after": new_loss, "meta/kl_after": kl,
+                "meta/line_search_steps": float(steps), "meta/step_accepted": float(steps >= 0),
+                "meta/cg_residual": float(residual), "meta/grad_norm": float(gnorm)}
+
+
+def to_batch(data: dict, adv) -> tuple:
+    actions = data["actions"].astype(np.int32) if data["actions"].ndim == 3 else data["actions"]
+    return (tf.constant(data["obs"]), tf.constant(actions), tf.convert_to_tensor(adv), tf.constant(data["mask"]))

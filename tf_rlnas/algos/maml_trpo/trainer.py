@@ -1,0 +1,250 @@
+"""MAML-TRPO trainer: one iteration = one meta-iteration.
+
+1. sample ``meta_batch`` tasks (the run's NumPy RNG, checkpointed);
+2. for each inner step: sample ``fast_batch`` episodes per task with the current (adapted)
+   parameters - every task of the meta-batch stepped together, one policy call per time step for
+   all tasks, each with its own parameters - and take the inner gradient step;
+3. sample the validation episodes with the adapted parameters;
+4. TRPO meta-update through the adaptation (second order unless ``first_order``).
+
+Held-out evaluation: ``eval_tasks`` tasks from a seed stream apart from training, 0..eval_steps
+adaptation steps (first fast_lr, then fast_lr / 2, as in the original test script), mean +- std
+of the per-task mean episode return after each step, saved as ``eval-<iteration>.npz``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tf_rlnas.algos.maml_trpo.config import DISCRETE
+from tf_rlnas.algos.maml_trpo.learner import MAMLLearner, to_batch
+from tf_rlnas.algos.maml_trpo.policies import MetaPolicy
+from tf_rlnas.core.seeding import derive_seeds
+from tf_rlnas.core.trainer import ExportSpec, Trainer
+from tf_rlnas.envs.registration import META_FAMILIES
+from tf_rlnas.errors import UserError
+
+
+def make_vector_env(family: str, kwargs: dict, size: int, workers: int):
+    from tf_rlnas.envs.meta import vector as V
+
+    if family == "2dnav":
+        return V.Navigation2DVec()
+    if family == "bandit":
+        return V.BanditVec(**kwargs)
+    if family == "tabular_mdp":
+        return V.TabularMDPVec(**{k: v for k, v in kwargs.items() if k in ("num_states", "num_actions")})
+    return V.GymTaskVec(META_FAMILIES[family][0], kwargs, size, workers)
+
+
+def make_task_env(family: str, kwargs: dict):
+    import gymnasium as gym
+
+    import tf_rlnas  # noqa: F401
+    try:
+        return gym.make(META_FAMILIES[family][0], disable_env_checker=True, **kwargs).unwrapped
+    except TypeError as e:
+        raise UserError(f"bad env.kwargs for family '{family}': {e}") from None
+
+
+def sample_episodes(venv, act, params, tasks, episodes: int, horizon: int, rng: np.random.Generator,
+                    seed: tuple[int, int], deterministic: bool = False) -> dict:
+    """Run ``episodes`` episodes of every task at once; arrays [K, E, T, ...] with a validity mask."""
+    venv.set_tasks(tasks, episodes)
+    obs = venv.reset(rng)
+    k = len(tasks)
+    discrete = venv.discrete
+    out_obs = np.zeros((k, episodes, horizon, obs.shape[-1]), np.float32)
+    out_act = np.zeros((k, episodes, horizon) if discrete else (k, episodes, horizon, venv.act_dim), np.float32)
+    rewards = np.zeros((k, episodes, horizon), np.float32)
+    mask = np.zeros((k, episodes, horizon), np.float32)
+    alive = np.ones((k, episodes), bool)
+    det = tf.constant(deterministic)
+    for t in range(horizon):
+        a = act(params, tf.constant(obs), tf.constant([seed[0], seed[1] * 100_003 + t], tf.int64), det).numpy()
+        out_obs[:, :, t], out_act[:, :, t], mask[:, :, t] = obs, a, alive
+        env_a = a.astype(np.int64) if discrete else np.clip(a, venv.act_low, venv.act_high)
+        obs, r, term = venv.step(env_a, rng)
+        rewards[:, :, t] = r * alive
+        alive &= ~term
+        if not alive.any():
+            break
+    return {"obs": out_obs, "actions": out_act, "rewards": rewards, "mask": mask}
+
+
+def episode_returns(data: dict) -> np.ndarray:
+    """Mean episode return per task [K]."""
+    return data["rewards"].sum(axis=2).mean(axis=1)
+
+
+class MAMLTrainer(Trainer):
+    algo = "maml_trpo"
+    unit = "meta-iteration"
+
+    def build(self) -> None:
+        cfg, m = self.cfg, self.cfg.maml
+        fam = cfg.env.family
+        self.discrete = fam in DISCRETE
+        self.horizon = cfg.env.horizon or META_FAMILIES[fam][3]
+        self.task_env = make_task_env(fam, cfg.env.kwargs)
+        k, e = m.meta_batch, m.fast_batch
+        self.venv = make_vector_env(fam, cfg.env.kwargs, k * e, cfg.env.workers)
+        self.eval_venv = None
+        obs_dim = self.venv.obs_dim
+        act_dim = self.venv.num_actions if self.discrete else self.venv.act_dim
+        self.policy = MetaPolicy(obs_dim, act_dim, cfg.policy.hidden, gaussian=not self.discrete,
+                                 activation=cfg.policy.activation, min_std=cfg.policy.min_std)
+        self.learner = MAMLLearner(self.policy, k, e, self.horizon, obs_dim, cfg)
+        self.env_rng = np.random.default_rng(derive_seeds(cfg.run.seed, 1, salt=21)[0])
+        self.env_steps = 0
+        self.lrs = np.array([m.fast_lr] + [m.fast_lr / 2] * (m.num_steps - 1), np.float32)
+
+    def close(self) -> None:
+        for v in (self.venv, self.eval_venv):
+            if v is not None and hasattr(v, "close"):
+                v.close()
+
+    def total_iterations(self) -> int:
+        return self.cfg.train.meta_iterations
+
+    def trackables(self) -> dict:
+        return {"policy": self.policy}
+
+    def python_state(self) -> dict:
+        return {"env_rng": self.env_rng.bit_generator.state, "env_steps": self.env_steps}
+
+    def set_python_state(self, state: dict) -> None:
+        self.env_rng.bit_generator.state = state["env_rng"]
+        self.env_steps = int(state["env_steps"])
+
+    # ---- one meta-iteration -----------------------------------------------------------------
+    def _sample(self, venv, params, tasks, episodes, salt, deterministic=False):
+        seed = (int(self.cfg.run.seed), int(self.iteration.numpy()) * 16 + salt)
+        data = sample_episodes(venv, self.learner.act, params, tasks, episodes, self.horizon, self.env_rng, seed,
+                               deterministic)
+        self.env_steps += int(data["mask"].sum())
+        return data
+
+    def _batch(self, data):
+        adv = self.learner.advantages(tf.constant(data["obs"]), tf.constant(data["rewards"]), tf.constant(data["mask"]))
+        return to_batch(data, adv)
+
+    def train_iteration(self) -> dict[str, float]:
+        m = self.cfg.maml
+        t0 = time.perf_counter()
+        tasks = self.task_env.sample_tasks(m.meta_batch, self.np_rng)
+        params = self.policy.tiled(m.meta_batch)
+        timing = {"sample": 0.0, "inner": 0.0}
+        train_batches, before = [], None
+        for i in range(m.num_steps):
+            ts = time.perf_counter()
+            data = self._sample(self.venv, params, tasks, m.fast_batch, salt=i)
+            timing["sample"] += time.perf_counter() - ts
+            before = episode_returns(data) if before is None else before
+            ti = time.perf_counter()
+            batch = self._batch(data)
+            params = self.learner.inner_step(params, batch, tf.constant(self.lrs[i]))
+            train_batches.append(batch)
+            timing["inner"] += time.perf_counter() - ti
+        ts = time.perf_counter()
+        valid = self._sample(self.venv, params, tasks, m.fast_batch, salt=15)
+        timing["sample"] += time.perf_counter() - ts
+        tt = time.perf_counter()
+        vbatch = self._batch(valid)
+        metrics = self.learner.meta_update(tuple(train_batches), tf.constant(self.lrs), vbatch,
+                                           m.ls_max_steps, m.ls_backtrack_ratio)
+        timing["trpo"] = time.perf_counter() - tt
+        total = time.perf_counter() - t0
+        after = episode_returns(valid)
+        steps = int(sum(b[3].numpy().sum() for b in train_batches) + valid["mask"].sum())
+        metrics.update({
+            "total_rewards/before_update": float(before.mean()), "total_rewards/after_update": float(after.mean()),
+            "train/return_before": float(before.mean()), "train/return_after": float(after.mean()),
+            "train/adaptation_gain": float(after.mean() - before.mean()), "train/env_steps": float(self.env_steps),
+            "time/sample_s": timing["sample"], "time/inner_s": timing["inner"], "time/trpo_s": timing["trpo"],
+            "time/iteration_s": total, "time/env_steps_per_s": steps / max(timing["sample"], 1e-9)})
+        ev = self.cfg.train.eval_every
+        if ev and int(self.iteration.numpy()) + 1 < self.total_iterations() and (int(self.iteration.numpy()) + 1) % ev == 0:
+            metrics.update(self.evaluate())
+        return metrics
+
+    def progress_metrics(self, metrics):
+        return {k: metrics[k] for k in ("train/return_before", "train/return_after", "time/iteration_s") if k in metrics}
+
+    # ---- held-out evaluation ----------------------------------------------------------------
+    def adaptation_returns(self, tasks, steps: int, episodes: int, seed_salt: int = 0) -> np.ndarray:
+        """Mean episode return per task after 0..steps adaptation steps: [steps + 1, K]."""
+        k = len(tasks)
+        venv = self.venv if k == self.cfg.maml.meta_batch and episodes == self.cfg.maml.fast_batch else None
+        if venv is None:
+            if self.eval_venv is None or getattr(self, "_eval_shape", None) != (k, episodes):
+                if self.eval_venv is not None and hasattr(self.eval_venv, "close"):
+                    self.eval_venv.close()
+                self.eval_venv = make_vector_env(self.cfg.env.family, self.cfg.env.kwargs, k * episodes,
+                                                 self.cfg.env.workers)
+                self._eval_learner = MAMLLearner(self.policy, k, episodes, self.horizon, self.eval_venv.obs_dim,
+                                                 self.cfg)
+                self._eval_shape = (k, episodes)
+            venv = self.eval_venv
+        learner = self.learner if venv is self.venv else self._eval_learner
+        rng = np.random.default_rng(derive_seeds(self.cfg.run.seed, 1, salt=31 + seed_salt)[0])
+        params = self.policy.tiled(k)
+        out = []
+        lrs = [self.cfg.maml.fast_lr] + [self.cfg.maml.fast_lr / 2] * steps
+        for i in range(steps + 1):
+            data = sample_episodes(venv, learner.act, params, tasks, episodes, self.horizon, rng, (7_777, i))
+            out.append(episode_returns(data))
+            if i < steps:
+                adv = learner.advantages(tf.constant(data["obs"]), tf.constant(data["rewards"]), tf.constant(data["mask"]))
+                params = learner.inner_step(params, to_batch(data, adv), tf.constant(lrs[i], tf.float32))
+        return np.stack(out)
+
+    def held_out_tasks(self, n: int):
+        return self.task_env.sample_tasks(n, np.random.default_rng(derive_seeds(self.cfg.run.seed, 1, salt=30)[0]))
+
+    def evaluate(self, episodes: int | None = None) -> dict[str, float]:
+        t = self.cfg.train
+        tasks = self.held_out_tasks(t.eval_tasks)
+        rets = self.adaptation_returns(tasks, t.eval_steps, episodes or self.cfg.maml.fast_batch)
+        it = int(self.iteration.numpy())
+        if self.is_chief:
+            path = os.path.join(self.run_dir, f"eval-{it}.npz")
+            tmp = path + ".tmp.npz"
+            np.savez(tmp, returns=rets, steps=np.arange(rets.shape[0]), iteration=it)
+            os.replace(tmp, path)
+        out = {}
+        for i, r in enumerate(rets):
+            out[f"eval/return_after_{i}_steps"] = float(r.mean())
+            out[f"eval/return_std_after_{i}_steps"] = float(r.std())
+        return out
+
+    # ---- export -----------------------------------------------------------------------------
+    def export_spec(self) -> ExportSpec:
+        module = MetaPolicyModule(self.policy)
+        obs = np.random.default_rng(0).normal(size=(5, self.policy.obs_dim)).astype(np.float32) * 0.3
+        if self.discrete:
+            obs = np.abs(obs)
+        live = module.serving_default(tf.constant(obs))
+        return ExportSpec(module, {"serving_default": module.serving_default}, {"serving_default": {"obs": obs}},
+                          {"serving_default": {k: v.numpy() for k, v in live.items()}})
+
+
+class MetaPolicyModule(tf.Module):
+    """``serving_default(obs) -> action`` of the meta-policy (before adaptation): the Gaussian mean,
+    or for bandits / MDPs the most likely action and the action probabilities."""
+
+    def __init__(self, policy: MetaPolicy):
+        super().__init__(name="maml_policy")
+        self.policy = policy
+        spec = tf.TensorSpec([None, policy.obs_dim], tf.float32, name="obs")
+        self.serving_default = tf.function(self._serve, input_signature=[spec])
+
+    def _serve(self, obs):
+        a, _ = self.policy.forward(self.policy.params, obs)
+        if self.policy.gaussian:
+            return {"action": a}
+        return {"action": tf.argmax(a, -1, output_type=tf.int32), "probabilities": tf.nn.softmax(a)}

@@ -1,0 +1,43 @@
+"""2D navigation (Finn et al. 2017): a point starts at (0, 0) and must reach a goal drawn from
+U[-0.5, 0.5]^2. Action = displacement, clipped to [-0.1, 0.1]^2; reward = -||s - g||_2 after the
+move; the episode terminates when |dx| < 0.01 and |dy| < 0.01, else truncates at 100 steps."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+
+class Navigation2D(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self, task: dict | None = None, low: float = -0.5, high: float = 0.5):
+        self.low, self.high = float(low), float(high)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.action_space = gym.spaces.Box(-0.1, 0.1, (2,), np.float32)
+        self._goal = np.zeros(2, np.float64)
+        self._state = np.zeros(2, np.float64)
+        if task is not None:
+            self.reset_task(task)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator | None = None) -> list[dict]:
+        rng = rng if rng is not None else self.np_random
+        return [{"goal": g} for g in rng.uniform(self.low, self.high, size=(n, 2))]
+
+    def reset_task(self, task: dict) -> None:
+        self._goal = np.asarray(task["goal"], np.float64)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if options and "task" in options:
+            self.reset_task(options["task"])
+        self._state = np.zeros(2, np.float64)
+        return self._state.astype(np.float32), {"task": {"goal": self._goal.copy()}}
+
+    def step(self, action):
+        a = np.clip(np.asarray(action, np.float64), -0.1, 0.1)
+        self._state = self._state + a
+        d = self._state - self._goal
+        reward = -float(np.sqrt(np.sum(d * d)))
+        terminated = bool(np.abs(d[0]) < 0.01 and np.abs(d[1]) < 0.01)
+        return self._state.astype(np.float32), reward, terminated, False, {"task": {"goal": self._goal.copy()}}
