@@ -19,7 +19,7 @@ from tf_rlnas.algos.maml_trpo.trainer import MAMLTrainer, sample_episodes
 from tf_rlnas.cli import main
 from tf_rlnas.envs.meta.vector import GymTaskVec, Navigation2DVec, TabularMDPVec
 
-TINY = ["maml.meta_batch=4", "maml.fast_batch=4", "policy.hidden=[16]", "train.eval_tasks=3", "maml.jit_compile=false",
+TINY = ["maml.meta_batch=4", "maml.fast_batch=4", "policy.hidden=[16]", "train.eval_tasks=4", "maml.jit_compile=false",
         "train.eval_steps=1", "env.horizon=20"]
 
 
@@ -216,6 +216,23 @@ def test_gaussian_export_serves_the_meta_policy_mean(tmp_path):
     tr.restore()
     want, _ = tr.policy.forward(tr.policy.params, tf.constant(obs))
     np.testing.assert_allclose(got["action"], want.numpy(), rtol=1e-5, atol=1e-6)
+    # the 'adapt' signature: one inner step on a new task's episodes inside the SavedModel
+    rng = np.random.default_rng(3)
+    e, t = 4, 20
+    eps = {"episode_obs": rng.normal(size=(e, t, 2)).astype(np.float32) * 0.2,
+           "episode_actions": rng.normal(size=(e, t, 2)).astype(np.float32) * 0.1,
+           "episode_rewards": -rng.random((e, t)).astype(np.float32),
+           "episode_mask": (np.arange(t)[None] < np.array([20, 20, 7, 15])[:, None]).astype(np.float32)}
+    eps["episode_rewards"] *= eps["episode_mask"]
+    got = saved_model_cli_run(str(tmp_path / "sm" / "nav" / "1"), "adapt", {**eps, "obs": obs}, str(tmp_path / "cli2"))
+    one = MAMLLearner(tr.policy, 1, e, t, 2, tr.cfg)
+    adv = one.advantages(*(tf.constant(eps[k][None]) for k in ("episode_obs", "episode_rewards", "episode_mask")))
+    batch = (tf.constant(eps["episode_obs"][None]), tf.constant(eps["episode_actions"][None]), adv,
+             tf.constant(eps["episode_mask"][None]))
+    adapted = one.inner_step(tr.policy.tiled(1), batch, tf.constant(tr.cfg.maml.fast_lr))
+    want_adapted, _ = tr.policy.forward([p[0] for p in adapted], tf.constant(obs))
+    np.testing.assert_allclose(got["action"], want_adapted.numpy(), rtol=1e-4, atol=1e-5)
+    assert np.max(np.abs(want_adapted.numpy() - want.numpy())) > 1e-3  # adaptation changed the policy
 
 
 @pytest.mark.parametrize("sets, needle", [

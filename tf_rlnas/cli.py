@@ -188,8 +188,12 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(metrics))
     else:
         print(f"{args.run_dir} at {trainer.unit} {int(trainer.iteration.numpy())}:")
-        for k, v in metrics.items():
-            print(f"  {k}: {v:.6g}")
+        table = getattr(trainer, "format_eval", None)
+        if table is not None:
+            print(table(metrics))
+        else:
+            for k, v in metrics.items():
+                print(f"  {k}: {v:.6g}")
     return 0
 
 

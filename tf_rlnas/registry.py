@@ -40,7 +40,8 @@ ALGOS: dict[str, AlgoSpec] = {
                     "tf_rlnas.algos.sac.bench:run"),
     "maml_trpo": AlgoSpec("maml_trpo", "MAML meta-RL with TRPO meta-updates (2D navigation, bandits, MDPs, "
                           "HalfCheetah/Ant velocity, direction, position tasks)",
-                          "tf_rlnas.algos.maml_trpo.config:MAMLConfig", "tf_rlnas.algos.maml_trpo.trainer:MAMLTrainer"),
+                          "tf_rlnas.algos.maml_trpo.config:MAMLConfig", "tf_rlnas.algos.maml_trpo.trainer:MAMLTrainer",
+                          "tf_rlnas.algos.maml_trpo.bench:run"),
 }
 
 

@@ -102,8 +102,10 @@ def run_tf1(path: str, signature: str, inputs: Mapping[str, np.ndarray]) -> dict
     """Run one signature through the TF1 SavedModel loader (TF Serving's path) in a fresh graph."""
     import tensorflow as tf
 
+    from tensorflow.python.util import deprecation
+
     v1 = tf.compat.v1
-    with tf.Graph().as_default() as g, v1.Session(graph=g) as sess:
+    with tf.Graph().as_default() as g, v1.Session(graph=g) as sess, deprecation.silence():
         meta = v1.saved_model.loader.load(sess, ["serve"], path)
         sig = meta.signature_def[signature]
         feed = {sig.inputs[k].name: np.asarray(v) for k, v in inputs.items()}

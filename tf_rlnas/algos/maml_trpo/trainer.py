@@ -222,29 +222,80 @@ class MAMLTrainer(Trainer):
             out[f"eval/return_std_after_{i}_steps"] = float(r.std())
         return out
 
+    def format_eval(self, metrics: dict) -> str:
+        """The held-out table: mean +- std of the per-task mean return after 0..N steps."""
+        lines = [f"  held-out tasks: {self.cfg.train.eval_tasks} (saved as eval-{int(self.iteration.numpy())}.npz)",
+                 "  adaptation steps   return (mean +- std over tasks)"]
+        i = 0
+        while f"eval/return_after_{i}_steps" in metrics:
+            lines.append(f"  {i:>16d}   {metrics[f'eval/return_after_{i}_steps']:9.3f} +- "
+                         f"{metrics[f'eval/return_std_after_{i}_steps']:.3f}")
+            i += 1
+        return "\n".join(lines)
+
     # ---- export -----------------------------------------------------------------------------
     def export_spec(self) -> ExportSpec:
-        module = MetaPolicyModule(self.policy)
+        m = self.cfg.maml
+        one_task = MAMLLearner(self.policy, 1, m.fast_batch, self.horizon, self.policy.obs_dim, self.cfg)
+        module = MetaPolicyModule(self.policy, one_task, m.fast_lr)
         obs = np.random.default_rng(0).normal(size=(5, self.policy.obs_dim)).astype(np.float32) * 0.3
         if self.discrete:
             obs = np.abs(obs)
         live = module.serving_default(tf.constant(obs))
-        return ExportSpec(module, {"serving_default": module.serving_default}, {"serving_default": {"obs": obs}},
-                          {"serving_default": {k: v.numpy() for k, v in live.items()}})
+        # a batch of episodes of one held-out task, and what the live learner adapts to from it
+        task = self.held_out_tasks(1)
+        venv = make_vector_env(self.cfg.env.family, self.cfg.env.kwargs, m.fast_batch, 1)
+        data = sample_episodes(venv, one_task.act, self.policy.tiled(1), task, m.fast_batch, self.horizon,
+                               np.random.default_rng(0), (1, 2))
+        if hasattr(venv, "close"):
+            venv.close()
+        adv = one_task.advantages(tf.constant(data["obs"]), tf.constant(data["rewards"]), tf.constant(data["mask"]))
+        adapted = one_task.inner_step(self.policy.tiled(1), to_batch(data, adv), tf.constant(m.fast_lr, tf.float32))
+        want, _ = self.policy.forward([p[0] for p in adapted], tf.constant(obs))
+        ex = {"episode_obs": data["obs"][0], "episode_actions": to_batch(data, adv)[1].numpy()[0],
+              "episode_rewards": data["rewards"][0], "episode_mask": data["mask"][0], "obs": obs}
+        want = {"action": want.numpy()} if self.policy.gaussian else {"probabilities": tf.nn.softmax(want).numpy()}
+        return ExportSpec(module, {"serving_default": module.serving_default, "adapt": module.adapt},
+                          {"serving_default": {"obs": obs}, "adapt": ex},
+                          {"serving_default": {k: v.numpy() for k, v in live.items()}, "adapt": want})
 
 
 class MetaPolicyModule(tf.Module):
     """``serving_default(obs) -> action`` of the meta-policy (before adaptation): the Gaussian mean,
-    or for bandits / MDPs the most likely action and the action probabilities."""
+    or for bandits / MDPs the most likely action and the action probabilities.
 
-    def __init__(self, policy: MetaPolicy):
+    ``adapt(episode_obs, episode_actions, episode_rewards, episode_mask, obs) -> action``: one
+    inner-loop step on a batch of episodes of a NEW task (fast_batch x horizon, padded steps mask 0;
+    the linear baseline, GAE and the policy gradient run inside the SavedModel), then the adapted
+    policy's action for ``obs``. Served policies can adapt to a task without tf_rlnas."""
+
+    def __init__(self, policy: MetaPolicy, one_task: MAMLLearner, fast_lr: float):
         super().__init__(name="maml_policy")
         self.policy = policy
+        self._one_task, self._lr = one_task, float(fast_lr)
         spec = tf.TensorSpec([None, policy.obs_dim], tf.float32, name="obs")
         self.serving_default = tf.function(self._serve, input_signature=[spec])
+        e, t = one_task.e, one_task.t
+        act = (tf.TensorSpec([e, t, policy.act_dim], tf.float32, name="episode_actions") if policy.gaussian
+               else tf.TensorSpec([e, t], tf.int32, name="episode_actions"))
+        self.adapt = tf.function(self._adapt, input_signature=[
+            tf.TensorSpec([e, t, policy.obs_dim], tf.float32, name="episode_obs"), act,
+            tf.TensorSpec([e, t], tf.float32, name="episode_rewards"),
+            tf.TensorSpec([e, t], tf.float32, name="episode_mask"), spec])
 
-    def _serve(self, obs):
-        a, _ = self.policy.forward(self.policy.params, obs)
+    def _out(self, params, obs):
+        a, _ = self.policy.forward(params, obs)
         if self.policy.gaussian:
             return {"action": a}
         return {"action": tf.argmax(a, -1, output_type=tf.int32), "probabilities": tf.nn.softmax(a)}
+
+    def _serve(self, obs):
+        return self._out(self.policy.params, obs)
+
+    def _adapt(self, episode_obs, episode_actions, episode_rewards, episode_mask, obs):
+        L = self._one_task
+        o, r, m = episode_obs[None], episode_rewards[None], episode_mask[None]
+        adv = L._advantages(o, r, m)
+        params = [tf.convert_to_tensor(p)[None] for p in self.policy.params]
+        adapted = L.adapt_from(params, (o, episode_actions[None], adv, m), self._lr, first_order=True)
+        return self._out([p[0] for p in adapted], obs)

@@ -1,0 +1,40 @@
+"""``tf_rlnas bench maml_trpo [--config FAMILY]``: seconds per meta-iteration split into sampling,
+inner loop and TRPO step, env steps/s of the sampler, second order and with ``first_order``."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+
+import numpy as np
+
+
+def _measure(cfg, seconds: float) -> dict:
+    from tf_rlnas.algos.maml_trpo.trainer import MAMLTrainer
+
+    with tempfile.TemporaryDirectory() as d:
+        tr = MAMLTrainer(cfg, d)
+        tr.train_iteration()  # traces and compiles
+        tr.iteration.assign_add(1)
+        rows, t0 = [], time.perf_counter()
+        while not rows or (time.perf_counter() - t0 < seconds and len(rows) < 20):
+            m = tr.train_iteration()
+            tr.iteration.assign_add(1)
+            rows.append(m)
+        tr.close()
+    keys = ("time/iteration_s", "time/sample_s", "time/inner_s", "time/trpo_s", "time/env_steps_per_s")
+    return {k: float(np.median([r[k] for r in rows])) for k in keys} | {"n": len(rows)}
+
+
+def run(cfg, seconds: float = 5.0) -> None:
+    m = cfg.maml
+    print(f"MAML-TRPO {cfg.env.family}: meta-batch {m.meta_batch} x {m.fast_batch} episodes, "
+          f"hidden {cfg.policy.hidden}, {m.num_steps} inner step(s), CG {m.cg_iters}, jit {m.jit_compile}, "
+          f"env workers {cfg.env.workers} (medians)")
+    print(f"{'':14s}{'iteration s':>12s}{'sampling':>10s}{'inner':>8s}{'TRPO':>8s}{'env steps/s':>13s}")
+    for label, first in (("second order", False), ("first order", True)):
+        c = dataclasses.replace(cfg, maml=dataclasses.replace(m, first_order=first))
+        r = _measure(c, seconds)
+        print(f"{label:14s}{r['time/iteration_s']:12.3f}{r['time/sample_s']:10.3f}{r['time/inner_s']:8.3f}"
+              f"{r['time/trpo_s']:8.3f}{r['time/env_steps_per_s']:13,.0f}   ({r['n']} iterations)")
