@@ -190,6 +190,14 @@ def test_resume_reaches_the_same_meta_policy(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_two_inner_steps_and_first_order_run(tmp_path):
+    for extra in (["maml.num_steps=2"], ["maml.first_order=true"]):
+        tr = MAMLTrainer(C.resolve(MAMLConfig, [], TINY + ["train.meta_iterations=2", "train.eval_steps=0"] + extra),
+                         str(tmp_path / extra[0]))
+        s = tr.fit(progress=False)
+        assert tr.learner.traces["direction"] == 1 and np.isfinite(s["final_metrics"]["meta/surrogate_after"])
+
+
 @pytest.mark.parametrize("family", ["bandit", "tabular_mdp"])
 def test_discrete_families_run_and_export(tmp_path, family):
     run = str(tmp_path / family)

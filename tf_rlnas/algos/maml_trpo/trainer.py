@@ -101,7 +101,7 @@ class MAMLTrainer(Trainer):
         self.learner = MAMLLearner(self.policy, k, e, self.horizon, obs_dim, cfg)
         self.env_rng = np.random.default_rng(derive_seeds(cfg.run.seed, 1, salt=21)[0])
         self.env_steps = 0
-        self.lrs = np.array([m.fast_lr] + [m.fast_lr / 2] * (m.num_steps - 1), np.float32)
+        self.lrs = np.full(m.num_steps, m.fast_lr, np.float32)  # meta-training: alpha at every inner step
 
     def close(self) -> None:
         for v in (self.venv, self.eval_venv):
