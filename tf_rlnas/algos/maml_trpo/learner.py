@@ -77,10 +77,9 @@ class MAMLLearner:
                                                                      self._dist_spec()])
 
     def _dist_spec(self):
-        k, e, t, a = self.k, self.e, self.t, self.policy.act_dim
-        if self.policy.gaussian:
-            return (tf.TensorSpec([k, e * t, a], tf.float32), tf.TensorSpec([k, e * t, a], tf.float32))
-        return (tf.TensorSpec([k, e * t, a], tf.float32), tf.TensorSpec([k, e * t, a], tf.float32))
+        """(mean, std) of a Gaussian or (log-probs, log-probs) of a categorical, per valid-batch row."""
+        spec = tf.TensorSpec([self.k, self.e * self.t, self.policy.act_dim], tf.float32)
+        return (spec, spec)
 
     # ---- data -------------------------------------------------------------------------------
     def _advantages(self, obs, rewards, mask):
