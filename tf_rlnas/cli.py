@@ -14,6 +14,7 @@ import sys
 from tf_rlnas import __version__, registry
 from tf_rlnas import config as C
 from tf_rlnas.core import rundir
+from tf_rlnas.core.distribute import worker_role
 from tf_rlnas.errors import UserError
 
 EPILOG = """examples:
@@ -108,7 +109,6 @@ def _resolve_train_config(args) -> tuple[str, object, type, str, bool]:
     if saved is not None and saved[0] == algo:
         cfg = C.resolve(schema, files, args.set, base=saved[1])  # resume: the saved run is the base
     dist = getattr(cfg, "distribute", None)
-    from tf_rlnas.core.distribute import worker_role
     chief = worker_role(dist.strategy)[0] if dist is not None else True
     if not chief:  # the chief writes the run directory, maybe right now: read only what is complete
         return algo, cfg, schema, run_dir, rundir.has_checkpoint(run_dir)

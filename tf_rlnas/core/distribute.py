@@ -23,8 +23,8 @@ import os
 from tf_rlnas.errors import UserError
 
 
-def tf_config_task() -> tuple[str, int] | None:
-    """(task type, index) from ``TF_CONFIG``, or None when it is unset; bad JSON is a UserError."""
+def tf_config_task() -> tuple[str, int, dict] | None:
+    """(task type, index, cluster) from ``TF_CONFIG``, or None when it is unset; bad JSON is a UserError."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         return None
@@ -37,7 +37,7 @@ def tf_config_task() -> tuple[str, int] | None:
         raise UserError(f"TF_CONFIG is not valid JSON with cluster/task: {e}") from None
     if kind not in cluster or index >= len(cluster[kind]):
         raise UserError(f"TF_CONFIG task {kind}:{index} is not in its cluster ({', '.join(cluster) or 'empty'})")
-    return kind, index
+    return kind, index, cluster
 
 
 def worker_role(strategy_kind: str) -> tuple[bool, str]:
@@ -47,8 +47,7 @@ def worker_role(strategy_kind: str) -> tuple[bool, str]:
     task = tf_config_task()
     if task is None:
         return True, "chief"
-    kind, index = task
-    cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
+    kind, index, cluster = task
     chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
     return chief, f"{kind}-{index}"
 

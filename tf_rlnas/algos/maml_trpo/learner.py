@@ -71,7 +71,7 @@ class MAMLLearner:
         steps = tuple([self.batch_spec] * self.num_steps)
         lrs = tf.TensorSpec([self.num_steps], f32)
         self.direction = tf.function(self._direction, input_signature=[steps, lrs, self.batch_spec],
-                                     jit_compile=bool(getattr(cfg.maml, "jit_compile", False)))
+                                     jit_compile=m.jit_compile)
         self.evaluate = tf.function(self._evaluate, input_signature=[steps, lrs, self.batch_spec,
                                                                      tf.TensorSpec([k, e, t], f32),
                                                                      self._dist_spec()])
@@ -130,7 +130,7 @@ class MAMLLearner:
 
     def adapted(self, train_batches, lrs):
         """theta' as a function of the meta-parameters (through every inner step)."""
-        params = [tf.tile(v[None], [self.k] + [1] * len(v.shape)) for v in self.variables]
+        params = self.policy.tiled(self.k, self.variables)  # the raw variables: gradients flow to them
         for i, b in enumerate(train_batches):
             params = self.adapt_from(params, b, lrs[i], self.first_order)
         return params

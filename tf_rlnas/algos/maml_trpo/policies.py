@@ -74,6 +74,6 @@ class MetaPolicy(keras.Model):
         a, b = self.forward(params, obs)
         return diag_gaussian(a, b) if self.gaussian else categorical(a)
 
-    def tiled(self, k: int) -> list[tf.Tensor]:
-        """The meta-parameters repeated for K tasks (the start of every task's adaptation)."""
-        return [tf.tile(p[None], [k] + [1] * len(p.shape)) for p in self.params]
+    def tiled(self, k: int, params=None) -> list[tf.Tensor]:
+        """The meta-parameters (or ``params``) repeated for K tasks: every task's adaptation starts there."""
+        return [tf.tile(p[None], [k] + [1] * len(p.shape)) for p in (self.params if params is None else params)]

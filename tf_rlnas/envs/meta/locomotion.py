@@ -17,12 +17,11 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from tf_rlnas.envs.mujoco_assets import finish_model, quiet_model_kwargs
 
 
-class _HalfCheetahTask(HalfCheetahEnv):
-    def __init__(self, task: dict | None = None, **kwargs):
-        kwargs.setdefault("ctrl_cost_weight", 0.05)
-        kwargs, total_mass = quiet_model_kwargs(HalfCheetahEnv, kwargs)  # no settotalmass warning
-        super().__init__(**kwargs)
-        finish_model(self, total_mass)
+class _Tasks:
+    """Task handling shared by the MuJoCo families: a task dict, ``reset_task``, and
+    ``reset(options={"task": ...})``. Subclasses give ``sample_tasks`` and the forward reward."""
+
+    def _init_task(self, task: dict | None) -> None:
         self._task = self.sample_tasks(1, np.random.default_rng(0))[0] if task is None else task
 
     def reset_task(self, task: dict) -> None:
@@ -32,6 +31,15 @@ class _HalfCheetahTask(HalfCheetahEnv):
         if options and "task" in options:
             self.reset_task(options["task"])
         return super().reset(seed=seed, options=options)
+
+
+class _HalfCheetahTask(_Tasks, HalfCheetahEnv):
+    def __init__(self, task: dict | None = None, **kwargs):
+        kwargs.setdefault("ctrl_cost_weight", 0.05)
+        kwargs, total_mass = quiet_model_kwargs(HalfCheetahEnv, kwargs)  # no settotalmass warning
+        HalfCheetahEnv.__init__(self, **kwargs)
+        finish_model(self, total_mass)
+        self._init_task(task)
 
     def step(self, action):
         obs, _, terminated, truncated, info = super().step(action)
@@ -60,21 +68,13 @@ class HalfCheetahDir(_HalfCheetahTask):
         return self._task["direction"] * v
 
 
-class _AntTask(AntEnv):
+class _AntTask(_Tasks, AntEnv):
     def __init__(self, task: dict | None = None, **kwargs):
         kwargs.setdefault("ctrl_cost_weight", 0.005)
         kwargs.setdefault("contact_cost_weight", 5e-4)
         kwargs.setdefault("healthy_reward", 0.05)
-        super().__init__(**kwargs)
-        self._task = self.sample_tasks(1, np.random.default_rng(0))[0] if task is None else task
-
-    def reset_task(self, task: dict) -> None:
-        self._task = task
-
-    def reset(self, *, seed=None, options=None):
-        if options and "task" in options:
-            self.reset_task(options["task"])
-        return super().reset(seed=seed, options=options)
+        AntEnv.__init__(self, **kwargs)
+        self._init_task(task)
 
     def step(self, action):
         obs, _, terminated, truncated, info = super().step(action)
