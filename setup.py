@@ -39,6 +39,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2"],
+        "ray": ["ray>=2.40"],
         "and-cuda": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["tf_rlnas=tf_rlnas.cli:main"]},

@@ -49,26 +49,36 @@ def test_plain_gymnasium_makes_the_families_by_id_in_a_fresh_process(tmp_path):
     assert not os.path.exists(tmp_path / "MUJOCO_LOG.TXT")
 
 
-def test_native_vector_envs_step_like_the_gymnasium_envs():
+@pytest.mark.parametrize("normalized", [True, False])
+def test_native_vector_envs_step_like_the_gymnasium_envs(normalized):
     rng = np.random.default_rng(0)
     nav = gym.make("tf_rlnas/2DNavigation-v0").unwrapped
     tasks = nav.sample_tasks(3, rng)
-    vec = Navigation2DVec()
+    vec = Navigation2DVec(normalized_actions=normalized)
     vec.set_tasks(tasks, 2)
     vec.reset(rng)
-    envs = [[gym.make("tf_rlnas/2DNavigation-v0").unwrapped for _ in range(2)] for _ in tasks]
+    envs = [[gym.make("tf_rlnas/2DNavigation-v0", normalized_actions=normalized).unwrapped for _ in range(2)]
+            for _ in tasks]
     for k, t in enumerate(tasks):
         for e in envs[k]:
             e.reset_task(t)
             e.reset(seed=0)
+    bound = 2.0 if normalized else 0.2  # beyond the clip on both sides
     for _ in range(30):
-        a = rng.uniform(-0.2, 0.2, size=(3, 2, 2))
+        a = rng.uniform(-bound, bound, size=(3, 2, 2))
         obs, r, term = vec.step(a, rng)
         for k in range(3):
             for j in range(2):
                 o2, r2, t2, _, _ = envs[k][j].step(a[k, j])
                 np.testing.assert_allclose(obs[k, j], o2, rtol=1e-6)
                 assert abs(r[k, j] - r2) < 1e-9 and term[k, j] == t2
+    # normalised units: a = 0.5 moves 0.05; a = 3 is clipped to the 0.1 maximum
+    e = envs[0][0]
+    e.reset(seed=0)
+    o, *_ = e.step(np.array([0.5, 3.0], np.float32))
+    np.testing.assert_allclose(o, [0.05, 0.1] if normalized else [0.1, 0.1], rtol=1e-6)
+    if not normalized:
+        return
     # tabular MDP: the vectorised transition sampler draws from the task's transition rows
     mdp = gym.make("tf_rlnas/TabularMDP-v0").unwrapped
     t = mdp.sample_tasks(1, rng)
@@ -95,6 +105,31 @@ def test_gym_task_vec_in_worker_processes_matches_in_process():
     np.testing.assert_array_equal(out[0][0], out[1][0])
     np.testing.assert_array_equal(out[0][1], out[1][1])
     assert out[0][1].std() > 0
+
+
+def test_ray_sampler_matches_the_process_sampler_on_a_local_ray_instance():
+    """The Ray backend (2 actors on a local Ray instance) is the same interface as the process
+    backend and, with the same RNG, steps out the same episodes bit for bit."""
+    ray = pytest.importorskip("ray")
+    tasks = gym.make("tf_rlnas/HalfCheetahVel-v0").unwrapped.sample_tasks(2, np.random.default_rng(1))
+    out = []
+    try:
+        for backend in ("process", "ray"):
+            v = GymTaskVec("tf_rlnas/HalfCheetahVel-v0", {}, 4, workers=2, backend=backend)
+            if backend == "ray":
+                assert len(v.actors) == 2 and not v.procs
+            v.set_tasks(tasks, 2)
+            rng = np.random.default_rng(5)
+            o = v.reset(rng)
+            a = np.random.default_rng(2).uniform(-1, 1, size=(10, 2, 2, 6))
+            rs = [v.step(a[i], rng)[1] for i in range(10)]
+            v.close()
+            out.append((o, np.stack(rs)))
+    finally:
+        ray.shutdown()
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    assert out[1][1].std() > 0
 
 
 def test_gae_with_masks_matches_a_hand_computation():
@@ -265,7 +300,7 @@ def test_sampler_masks_ended_episodes():
     cfg = C.resolve(MAMLConfig, [], TINY)
     pol = MetaPolicy(2, 2, [8])
     learner = MAMLLearner(pol, 2, 3, 20, 2, cfg)
-    vec = Navigation2DVec()
+    vec = Navigation2DVec(normalized_actions=False)
     tasks = [{"goal": np.array([0.05, 0.0])}, {"goal": np.array([0.4, 0.4])}]
 
     class Seek:  # a deterministic policy that walks straight to the goal

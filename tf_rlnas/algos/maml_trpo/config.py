@@ -20,7 +20,12 @@ class MAMLEnv:
     family: Literal[FAMILIES] = option("2dnav", help="task family: " + ", ".join(FAMILIES))  # type: ignore[valid-type]
     kwargs: dict = option(default_factory=dict, help="family keyword arguments (bandit: k)")
     horizon: int = option(0, min=0, help="steps per episode (0 = the family's: 100 2dnav, 200 MuJoCo, 1 bandit, 10 MDP)")
-    workers: int = option(1, min=1, help="processes stepping the MuJoCo families' envs (cheap families are vectorised)")
+    workers: int = option(1, min=1, help="processes / Ray actors stepping the MuJoCo families' envs "
+                                         "(cheap families are vectorised in NumPy)")
+    sampler: Literal["process", "ray"] = option("process", help="MuJoCo families: local processes, or Ray actors "
+                                                "(pip install -e \".[ray]\") for many hosts")
+    ray_address: str = option("", help="with sampler ray: '' starts a local Ray instance, 'auto' or host:port "
+                                       "joins a cluster")
 
 
 @dataclasses.dataclass

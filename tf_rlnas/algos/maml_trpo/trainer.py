@@ -29,16 +29,17 @@ from tf_rlnas.envs.registration import META_FAMILIES
 from tf_rlnas.errors import UserError
 
 
-def make_vector_env(family: str, kwargs: dict, size: int, workers: int):
+def make_vector_env(family: str, kwargs: dict, size: int, workers: int, sampler: str = "process",
+                    ray_address: str = ""):
     from tf_rlnas.envs.meta import vector as V
 
     if family == "2dnav":
-        return V.Navigation2DVec()
+        return V.Navigation2DVec(**kwargs)
     if family == "bandit":
         return V.BanditVec(**kwargs)
     if family == "tabular_mdp":
         return V.TabularMDPVec(**{k: v for k, v in kwargs.items() if k in ("num_states", "num_actions")})
-    return V.GymTaskVec(META_FAMILIES[family][0], kwargs, size, workers)
+    return V.GymTaskVec(META_FAMILIES[family][0], kwargs, size, workers, sampler, ray_address)
 
 
 def make_task_env(family: str, kwargs: dict):
@@ -92,7 +93,8 @@ class MAMLTrainer(Trainer):
         self.horizon = cfg.env.horizon or META_FAMILIES[fam][3]
         self.task_env = make_task_env(fam, cfg.env.kwargs)
         k, e = m.meta_batch, m.fast_batch
-        self.venv = make_vector_env(fam, cfg.env.kwargs, k * e, cfg.env.workers)
+        self.venv = make_vector_env(fam, cfg.env.kwargs, k * e, cfg.env.workers, cfg.env.sampler,
+                                    cfg.env.ray_address)
         self.eval_venv = None
         obs_dim = self.venv.obs_dim
         act_dim = self.venv.num_actions if self.discrete else self.venv.act_dim
@@ -185,7 +187,8 @@ class MAMLTrainer(Trainer):
                 if self.eval_venv is not None and hasattr(self.eval_venv, "close"):
                     self.eval_venv.close()
                 self.eval_venv = make_vector_env(self.cfg.env.family, self.cfg.env.kwargs, k * episodes,
-                                                 self.cfg.env.workers)
+                                                 self.cfg.env.workers, self.cfg.env.sampler,
+                                                 self.cfg.env.ray_address)
                 self._eval_learner = MAMLLearner(self.policy, k, episodes, self.horizon, self.eval_venv.obs_dim,
                                                  self.cfg)
                 self._eval_shape = (k, episodes)

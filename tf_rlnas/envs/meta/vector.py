@@ -20,9 +20,11 @@ import numpy as np
 class Navigation2DVec:
     discrete = False
 
-    def __init__(self, low: float = -0.5, high: float = 0.5):
+    def __init__(self, low: float = -0.5, high: float = 0.5, normalized_actions: bool = True):
         self.obs_dim, self.act_dim, self.low, self.high = 2, 2, low, high
-        self.act_low, self.act_high = np.full(2, -0.1, np.float32), np.full(2, 0.1, np.float32)
+        self.scale = 0.1 if normalized_actions else 1.0
+        bound = 1.0 if normalized_actions else 0.1
+        self.act_low, self.act_high = np.full(2, -bound, np.float32), np.full(2, bound, np.float32)
 
     def set_tasks(self, tasks, episodes: int) -> None:
         self.goals = np.stack([np.asarray(t["goal"], np.float64) for t in tasks])[:, None, :]  # [K, 1, 2]
@@ -33,7 +35,7 @@ class Navigation2DVec:
         return self.state.astype(np.float32)
 
     def step(self, actions, rng):
-        self.state = self.state + np.clip(actions, -0.1, 0.1)
+        self.state = self.state + np.clip(self.scale * actions, -0.1, 0.1)
         d = self.state - self.goals
         reward = -np.sqrt(np.sum(d * d, axis=-1))
         terminated = np.all(np.abs(d) < 0.01, axis=-1)
@@ -135,9 +137,14 @@ def _worker(conn, env_id, kwargs, n):
 
 class GymTaskVec:
     """K x E copies of a gymnasium task env; with ``workers > 1`` the copies are split over
-    spawned processes and stepped in parallel (commands go out to all, then answers come back)."""
+    workers stepped in parallel (commands go out to all, then answers come back):
+    ``backend="process"`` spawns local processes, ``backend="ray"`` makes Ray actors (one CPU
+    each) on a local Ray instance or the cluster at ``ray_address`` ("auto" = the one this host
+    belongs to), so MuJoCo sampling can use many hosts. Both backends draw the reset seeds from the
+    caller's RNG in the same order, so they give identical episodes."""
 
-    def __init__(self, env_id: str, kwargs: dict, size: int, workers: int = 1):
+    def __init__(self, env_id: str, kwargs: dict, size: int, workers: int = 1, backend: str = "process",
+                 ray_address: str = ""):
         import gymnasium as gym
 
         probe = _make(env_id, kwargs)
@@ -149,15 +156,19 @@ class GymTaskVec:
             self.act_dim = int(probe.action_space.shape[0])
             self.act_low, self.act_high = probe.action_space.low, probe.action_space.high
         self.size = int(size)
+        self.local, self.conns, self.procs, self.actors = None, [], [], []
+        if backend == "ray":
+            self.splits = np.array_split(np.arange(self.size), max(1, min(int(workers), self.size)))
+            self._start_ray(env_id, kwargs, ray_address)
+            return
         workers = max(1, min(int(workers), self.size))
         self.splits = np.array_split(np.arange(self.size), workers)
         if workers == 1:
-            self.local, self.conns, self.procs = _Chunk(env_id, kwargs, self.size), [], []
+            self.local = _Chunk(env_id, kwargs, self.size)
         else:
             import multiprocessing as mp
 
             ctx = mp.get_context("spawn")
-            self.local, self.conns, self.procs = None, [], []
             for idx in self.splits:
                 a, b = ctx.Pipe()
                 p = ctx.Process(target=_worker, args=(b, env_id, kwargs, len(idx)), daemon=True)
@@ -166,9 +177,29 @@ class GymTaskVec:
                 self.conns.append(a)
                 self.procs.append(p)
 
+    def _start_ray(self, env_id: str, kwargs: dict, address: str) -> None:
+        try:
+            import ray
+        except ImportError:
+            from tf_rlnas.errors import UserError
+            raise UserError("env.sampler 'ray' needs Ray: pip install -e \".[ray]\"") from None
+        import os
+
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:  # a local instance with a CPU slot per actor
+                ray.init(num_cpus=max(os.cpu_count() or 1, len(self.splits)), include_dashboard=False,
+                         log_to_driver=False)
+        actor = ray.remote(num_cpus=1)(_Chunk)
+        self.actors = [actor.remote(env_id, kwargs, len(idx)) for idx in self.splits]
+        self._ray = ray
+
     def _all(self, cmd, per_chunk_args):
         if self.local is not None:
             return [getattr(self.local, cmd)(*per_chunk_args[0])]
+        if self.actors:
+            return self._ray.get([getattr(a, cmd).remote(*args) for a, args in zip(self.actors, per_chunk_args)])
         for c, a in zip(self.conns, per_chunk_args):
             c.send((cmd, a))
         return [c.recv() for c in self.conns]
@@ -205,3 +236,6 @@ class GymTaskVec:
             if p.is_alive():
                 p.kill()
         self.conns, self.procs = [], []
+        for a in self.actors:
+            self._ray.kill(a)
+        self.actors = []
