@@ -38,7 +38,7 @@ setup(
         "imageio-ffmpeg>=0.5",  # ships its own ffmpeg binary: MP4 videos of evaluation episodes
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2"],
+        "test": ["pytest>=8", "pytest-timeout>=2", "ray>=2.40"],  # ray: the MAML Ray-sampler test
         "ray": ["ray>=2.40"],
         "and-cuda": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
