@@ -42,6 +42,10 @@ ALGOS: dict[str, AlgoSpec] = {
                           "HalfCheetah/Ant velocity, direction, position tasks)",
                           "tf_rlnas.algos.maml_trpo.config:MAMLConfig", "tf_rlnas.algos.maml_trpo.trainer:MAMLTrainer",
                           "tf_rlnas.algos.maml_trpo.bench:run"),
+    "planet": AlgoSpec("planet", "PlaNet: RSSM world model from pixels + CEM planning, optional SAC heads on the "
+                       "latent state, tf.cond train/test phases",
+                       "tf_rlnas.algos.planet.config:PlanetConfig", "tf_rlnas.algos.planet.trainer:PlanetTrainer",
+                       "tf_rlnas.algos.planet.bench:run"),
 }
 
 

@@ -92,4 +92,4 @@ class NullLogger:
     def scalars(self, *a, **k) -> None:
         pass
 
-    histogram = text = restart = flush = close = scalars
+    histogram = text = images = restart = flush = close = scalars

@@ -1,0 +1,154 @@
+"""PlaNet's world model: conv encoder, RSSM, transposed-conv decoder and reward head (Keras 3).
+
+RSSM (Hafner et al. 2019): deterministic state h (GRU, ``deter`` units), stochastic state s
+(diagonal Gaussian, ``stoch`` dims, std = softplus(x) + min_std)::
+
+    h_t = GRU(h_{t-1}, dense([s_{t-1}, a_t]))        (a_t led to o_t: the episode convention)
+    prior      p(s_t | h_t)        = dense(dense(h_t))
+    posterior  q(s_t | h_t, e_t)   = dense(dense([h_t, embed(o_t)]))
+    features   [s_t, h_t]
+
+A state is a dict ``{mean, std, stoch, deter}``; sequences are [B, T, ...]. Encoder for 64x64x3:
+conv 4x4 stride 2 of depth d, 2d, 4d, 8d (d = 32: 1024 features); decoder: dense -> 1x1x(32d) ->
+transposed conv 5/5/6/6 stride 2 of 4d, 2d, d, 3 -> 64x64x3 mean of Normal(mean, 1).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tf_rlnas.nn.mlp import mlp
+
+
+class Encoder(keras.Model):
+    def __init__(self, depth: int = 32, name="encoder"):
+        super().__init__(name=name)
+        self.convs = keras.Sequential([keras.layers.Conv2D(depth * m, 4, 2, activation="relu", name=f"conv{i}")
+                                       for i, m in enumerate((1, 2, 4, 8))], name="convs")
+
+    def call(self, image):  # [..., 64, 64, 3] float -> [..., 32 d]
+        lead = tf.shape(image)[:-3]
+        x = self.convs(tf.reshape(image, tf.concat([[-1], tf.shape(image)[-3:]], 0)))
+        return tf.reshape(x, tf.concat([lead, [x.shape[1] * x.shape[2] * x.shape[3]]], 0))
+
+
+class Decoder(keras.Model):
+    def __init__(self, depth: int = 32, name="decoder"):
+        super().__init__(name=name)
+        self.depth = depth
+        self.dense = keras.layers.Dense(32 * depth, name="dense")
+        self.deconvs = keras.Sequential(
+            [keras.layers.Conv2DTranspose(depth * m, k, 2, activation="relu", name=f"deconv{i}")
+             for i, (m, k) in enumerate(((4, 5), (2, 5), (1, 6)))]
+            + [keras.layers.Conv2DTranspose(3, 6, 2, name="deconv3")], name="deconvs")
+
+    def call(self, features):  # [..., F] -> [..., 64, 64, 3] mean
+        lead = tf.shape(features)[:-1]
+        x = tf.reshape(self.dense(features), [-1, 1, 1, 32 * self.depth])
+        x = self.deconvs(x)
+        return tf.reshape(x, tf.concat([lead, tf.shape(x)[1:]], 0))
+
+
+class RewardHead(keras.Model):
+    def __init__(self, hidden=(300, 300, 300), name="reward"):
+        super().__init__(name=name)
+        self.body = mlp(hidden, "relu", name="body")
+        self.out = keras.layers.Dense(1, name="out")
+
+    def call(self, features):  # [..., F] -> [...] (the Sequential body takes rank-2 inputs)
+        flat = tf.reshape(features, [-1, features.shape[-1]])
+        return tf.reshape(self.out(self.body(flat)), tf.shape(features)[:-1])
+
+
+class RSSM(keras.Model):
+    def __init__(self, act_dim: int, embed_dim: int, deter: int = 200, stoch: int = 30, hidden: int = 200,
+                 min_std: float = 0.1, name="rssm"):
+        super().__init__(name=name)
+        self.act_dim, self.deter, self.stoch, self.min_std = act_dim, deter, stoch, float(min_std)
+        self.inp = keras.layers.Dense(hidden, activation="relu", name="input")
+        self.cell = keras.layers.GRUCell(deter, name="gru")
+        self.prior_h = keras.layers.Dense(hidden, activation="relu", name="prior_hidden")
+        self.prior_out = keras.layers.Dense(2 * stoch, name="prior_out")
+        self.post_h = keras.layers.Dense(hidden, activation="relu", name="post_hidden")
+        self.post_out = keras.layers.Dense(2 * stoch, name="post_out")
+        # build every layer once (so that variables exist before checkpoints and optimisers)
+        s = self.initial(1)
+        s, _ = self.obs_step(s, tf.zeros([1, act_dim]), tf.zeros([1, embed_dim]))
+
+    @property
+    def feat_dim(self) -> int:
+        return self.deter + self.stoch
+
+    def initial(self, batch) -> dict:
+        z = tf.zeros([batch, self.stoch])
+        return {"mean": z, "std": tf.ones_like(z), "stoch": z, "deter": tf.zeros([batch, self.deter])}
+
+    def _gaussian(self, x) -> tuple:
+        mean, raw = tf.split(x, 2, axis=-1)
+        return mean, tf.nn.softplus(raw) + self.min_std
+
+    def img_step(self, prev: dict, action, sample: bool = True, seed=None) -> dict:
+        x = self.inp(tf.concat([prev["stoch"], action], -1))
+        deter, _ = self.cell(x, [prev["deter"]])
+        mean, std = self._gaussian(self.prior_out(self.prior_h(deter)))
+        stoch = mean + std * tf.random.stateless_normal(tf.shape(mean), seed) if sample else mean
+        return {"mean": mean, "std": std, "stoch": stoch, "deter": deter}
+
+    def obs_step(self, prev: dict, action, embed, seed=None) -> tuple[dict, dict]:
+        prior = self.img_step(prev, action, sample=False)
+        mean, std = self._gaussian(self.post_out(self.post_h(tf.concat([prior["deter"], embed], -1))))
+        seed = tf.zeros([2], tf.int32) if seed is None else seed
+        stoch = mean + std * tf.random.stateless_normal(tf.shape(mean), seed)
+        return {"mean": mean, "std": std, "stoch": stoch, "deter": prior["deter"]}, prior
+
+    def observe(self, embed, actions, seed, state: dict | None = None) -> tuple[dict, dict]:
+        """Filter a sequence: posteriors and priors, each a dict of [B, T, ...]."""
+        b = tf.shape(embed)[0]
+        state = self.initial(b) if state is None else state
+        t = tf.shape(embed)[1]
+        seeds = tf.random.experimental.stateless_split(seed, t)
+        xs = (tf.transpose(embed, [1, 0, 2]), tf.transpose(actions, [1, 0, 2]), seeds)
+
+        def step(carry, x):
+            post, _ = carry
+            return self.obs_step(post, x[1], x[0], x[2])
+        init = (state, state)
+        post, prior = tf.scan(step, xs, initializer=init)
+        swap = lambda d: {k: tf.transpose(v, [1, 0, 2]) for k, v in d.items()}  # noqa: E731
+        return swap(post), swap(prior)
+
+    def imagine(self, state: dict, actions, seed) -> dict:
+        """Open-loop prior rollout from ``state`` ([N, ...]) under actions [N, H, A] (sampled s)."""
+        h = tf.shape(actions)[1]
+        seeds = tf.random.experimental.stateless_split(seed, h)
+        xs = (tf.transpose(actions, [1, 0, 2]), seeds)
+        out = tf.scan(lambda prev, x: self.img_step(prev, x[0], True, x[1]), xs, initializer=state)
+        return {k: tf.transpose(v, [1, 0, 2]) for k, v in out.items()}
+
+    @staticmethod
+    def features(state: dict):
+        return tf.concat([state["stoch"], state["deter"]], -1)
+
+
+def kl_divergence(post: dict, prior: dict):
+    """KL(post || prior) of diagonal Gaussians, summed over the stochastic dims."""
+    m1, s1, m2, s2 = post["mean"], post["std"], prior["mean"], prior["std"]
+    kl = tf.math.log(s2 / s1) + (tf.square(s1) + tf.square(m1 - m2)) / (2 * tf.square(s2)) - 0.5
+    return tf.reduce_sum(kl, -1)
+
+
+def preprocess(image, seed, bits: int = 5):
+    """uint8 -> float in [-0.5, 0.5): quantise to ``bits`` bits, add uniform dequantisation noise."""
+    bins = 2 ** bits
+    x = tf.floor(tf.cast(image, tf.float32) / 2 ** (8 - bits))
+    if seed is not None:
+        x = x + tf.random.stateless_uniform(tf.shape(x), seed)
+    else:
+        x = x + 0.5
+    return x / bins - 0.5
+
+
+def postprocess(x):
+    """Model image space -> uint8 (for TensorBoard)."""
+    return tf.cast(tf.clip_by_value((x + 0.5) * 255.0, 0, 255), tf.uint8)

@@ -1,0 +1,351 @@
+"""PlaNet trainer: one iteration = one compiled step of :class:`PlanetAgent` in the current phase.
+
+Cycle of ``train.train_steps`` train-phase steps then ``train.test_steps`` test-phase steps. The
+phase tensor selects, with ``tf.cond`` inside the compiled step, the dataset read
+(``train_episodes/`` or ``test_episodes/``) and whether the optimiser (and SAC) step runs. The
+environment lives outside TF (a spawned process for MuJoCo/DMC), so the Python loop collects a new
+training episode every ``train.collect_every`` updates of a train phase and simulates
+``train.test_episodes`` test episodes (no exploration noise) at the start of each test phase.
+
+Start: ``train.seed_episodes`` random-action episodes into each folder (counted on disk, so a run
+killed while seeding tops up on resume). ``init.from_run`` loads a pretrained run's variables
+filtered by ``init.include`` / ``init.exclude`` regexes into a fresh run (e.g. a world model into a
+run with new SAC heads) and writes ``init_report.json`` (loaded / not loaded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tf_rlnas.algos.planet.agent import TEST, TRAIN, PlanetAgent
+from tf_rlnas.core.checkpoint import atomic_write_text
+from tf_rlnas.core.logging import say
+from tf_rlnas.core.seeding import derive_seeds
+from tf_rlnas.core.trainer import ExportSpec, Trainer
+from tf_rlnas.envs.pixels import ProcessEnv, make_pixel_env
+from tf_rlnas.errors import UserError
+from tf_rlnas.replay.episodes import chunk_dataset, list_episodes, save_episode
+
+
+class PlanetTrainer(Trainer):
+    algo = "planet"
+    unit = "step"
+
+    # ---- construction -----------------------------------------------------------------------
+    def env_spec(self) -> dict:
+        e = self.cfg.env
+        return {"name": e.name, "size": e.image_size, "action_repeat": e.action_repeat, "kwargs": dict(e.kwargs),
+                "max_episode_steps": e.max_episode_steps}
+
+    def make_env(self):
+        e = self.cfg.env
+        in_process = e.process == "no" or (e.process == "auto" and e.name == "point_reach")
+        try:
+            return make_pixel_env(**self.env_spec()) if in_process else ProcessEnv(self.env_spec())
+        except RuntimeError as err:
+            raise UserError(f"cannot make pixel environment '{e.name}': {err}") from None
+
+    def build(self) -> None:
+        cfg = self.cfg
+        self.env = self.make_env()
+        space = self.env.action_space
+        if len(space.shape) != 1:
+            raise UserError(f"env '{cfg.env.name}' needs a Box action space of rank 1, got {space}")
+        self.low, self.high = space.low.astype(np.float32), space.high.astype(np.float32)
+        self.act_dim = int(space.shape[0])
+        self.dirs = {"train": os.path.join(self.run_dir, "train_episodes"),
+                     "test": os.path.join(self.run_dir, "test_episodes")}
+        s = derive_seeds(cfg.run.seed, 4, salt=41)
+        self.agent = PlanetAgent(cfg, self.act_dim, s[0])
+        t = cfg.train
+        size = cfg.env.image_size
+        train_ds, self.train_loader = chunk_dataset(self.dirs["train"], t.chunk, t.batch, size, self.act_dim, s[1],
+                                                    max_cache_steps=t.max_cache_steps)
+        test_ds, self.test_loader = chunk_dataset(self.dirs["test"], t.chunk, t.batch, size, self.act_dim, s[2],
+                                                  max_cache_steps=t.max_cache_steps)
+        self.agent.set_datasets(train_ds, test_ds)
+        self.episodes = {"train": 0, "test": 0}  # episodes this run has simulated (the env seeds)
+        self.env_steps = 0
+        self._times = {"episodes": 0, "episode_s": 0.0, "steps": 0, "step_s": 0.0}
+
+    def close(self) -> None:
+        if hasattr(self, "env") and hasattr(self.env, "close"):
+            self.env.close()
+
+    def total_iterations(self) -> int:
+        return self.cfg.train.steps
+
+    def trackables(self) -> dict:
+        return {"agent": tf.train.Checkpoint(**self.agent.trackables())}
+
+    def python_state(self) -> dict:
+        return {"episodes": dict(self.episodes), "env_steps": self.env_steps}
+
+    def set_python_state(self, state: dict) -> None:
+        self.episodes = dict(state["episodes"])
+        self.env_steps = int(state["env_steps"])
+
+    # ---- acting -----------------------------------------------------------------------------
+    def _scale(self, a: np.ndarray) -> np.ndarray:
+        return self.low + (np.clip(a, -1, 1) + 1.0) * 0.5 * (self.high - self.low)
+
+    def run_episode(self, split: str | None, mode: str, seed: int) -> tuple[float, int]:
+        """One episode acting by ``mode`` ('random', 'explore', 'greedy', 'actor', 'cem'); saved
+        to ``split``'s folder unless split is None. Returns (return, env transitions)."""
+        t0 = time.perf_counter()
+        obs, _ = self.env.reset(seed=seed)
+        rng = np.random.default_rng(seed)
+        zero = np.zeros(self.act_dim, np.float32)
+        ep = {"image": [obs], "action": [zero], "reward": [0.0], "discount": [1.0]}
+        state, prev = self.agent.initial_state(), tf.zeros([1, self.act_dim])
+        explore = tf.constant(mode == "explore")
+        use_actor = {"actor": True, "cem": False}.get(mode, self.cfg.sac.act_with == "actor")
+        total = 0.0
+        while True:
+            if mode == "random":
+                a = rng.uniform(-1, 1, self.act_dim).astype(np.float32)
+            else:
+                a_t, state = self.agent.policy_step(state, prev, tf.constant(obs[None]), explore,
+                                                    tf.constant(use_actor))
+                a = a_t.numpy()
+            prev = tf.constant(a[None])
+            obs, r, term, trunc, _ = self.env.step(self._scale(a))
+            total += float(r)
+            for k, v in zip(("image", "action", "reward", "discount"), (obs, a, float(r), 0.0 if term else 1.0)):
+                ep[k].append(v)
+            if term or trunc:
+                break
+        n = len(ep["reward"]) - 1
+        if split is not None:
+            save_episode(self.dirs[split], {"image": np.stack(ep["image"]).astype(np.uint8),
+                                            "action": np.stack(ep["action"]).astype(np.float32),
+                                            "reward": np.asarray(ep["reward"], np.float32),
+                                            "discount": np.asarray(ep["discount"], np.float32)})
+        self._times["episodes"] += 1
+        self._times["episode_s"] += time.perf_counter() - t0
+        return total, n
+
+    def _episode_seed(self, split: str) -> int:
+        base = derive_seeds(self.cfg.run.seed, 1, salt=43 if split == "train" else 47)[0]
+        self.episodes[split] += 1
+        return int((base + self.episodes[split]) % (2**31 - 1))
+
+    def seed_episodes(self) -> None:
+        for split in ("train", "test"):
+            have = len(list_episodes(self.dirs[split]))
+            for _ in range(max(0, self.cfg.train.seed_episodes - have)):
+                _, n = self.run_episode(split, "random", self._episode_seed(split))
+                self.env_steps += n
+        for split in ("train", "test"):
+            lengths = [int(os.path.basename(p)[:-4].rsplit("-", 1)[1]) for p in list_episodes(self.dirs[split])]
+            if not lengths or max(lengths) + 1 < self.cfg.train.chunk:
+                raise UserError(f"config key 'train.chunk' ({self.cfg.train.chunk}) is longer than every "
+                                f"{split} episode (longest {max(lengths, default=0)} steps + 1)")
+
+    # ---- one iteration ----------------------------------------------------------------------
+    def phase_of(self, iteration: int) -> int:
+        t = self.cfg.train
+        return TRAIN if iteration % (t.train_steps + t.test_steps) < t.train_steps else TEST
+
+    def train_iteration(self) -> dict[str, float]:
+        t = self.cfg.train
+        it = int(self.iteration.numpy())
+        if it == 0 or not getattr(self, "_seeded", False):
+            self.seed_episodes()
+            self._seeded = True
+        phase = self.phase_of(it)
+        t0 = time.perf_counter()
+        out = self.agent.step(tf.constant(phase, tf.int32))
+        metrics = {_tag(k, phase): float(v) for k, v in out.items()}
+        self._times["steps"] += 1
+        self._times["step_s"] += time.perf_counter() - t0
+        step = it + 1
+        episode_metrics = {}
+        if phase == TRAIN and int(self.agent.updates.numpy()) % t.collect_every == 0:
+            ret, n = self.run_episode("train", "explore", self._episode_seed("train"))
+            self.env_steps += n
+            episode_metrics.update({"train/return": ret, "train/episode_length": float(n)})
+        if phase == TEST and it % (t.train_steps + t.test_steps) == t.train_steps:
+            episode_metrics.update(self.test_episodes(t.test_episodes))
+        if episode_metrics:
+            episode_metrics.update({"train/env_steps": float(self.env_steps),
+                                    "time/episodes_per_s": self._times["episodes"] / max(self._times["episode_s"], 1e-9),
+                                    "time/updates_per_s": self._times["steps"] / max(self._times["step_s"], 1e-9)})
+            self.logger.scalars(episode_metrics, step=step)
+        if t.image_summary_every and step % t.image_summary_every == 0:
+            self.log_openloop(step)
+        self._last_episode_metrics = {**getattr(self, "_last_episode_metrics", {}), **episode_metrics}
+        return metrics  # episode metrics were logged above at this step (not on log_every)
+
+    def test_episodes(self, n: int, split: str | None = "test") -> dict[str, float]:
+        """``n`` episodes without exploration noise by the acting policy (written to
+        ``test_episodes/``); with SAC heads also one by the other policy, so CEM and actor returns
+        can be compared."""
+        rets = []
+        for _ in range(n):
+            r, k = self.run_episode(split, "greedy", self._episode_seed("test"))
+            self.env_steps += k
+            rets.append(r)
+        out = {"test/return": float(np.mean(rets))}
+        acting = self.cfg.sac.act_with
+        out[f"test/return_{acting}"] = out["test/return"]
+        if self.agent.sac is not None:
+            other = "cem" if acting == "actor" else "actor"
+            out[f"test/return_{other}"], _ = self.run_episode(None, other, self._episode_seed("test"))
+        return out
+
+    def log_openloop(self, step: int) -> None:
+        batch = next(self._openloop_iter())
+        self.logger.images("openloop/truth_model_error", self.agent.openloop(batch), step)
+
+    def _openloop_iter(self):
+        if not hasattr(self, "_ol_iter"):
+            t = self.cfg.train
+            ds, _ = chunk_dataset(self.dirs["test"], t.chunk, 3, self.cfg.env.image_size, self.act_dim,
+                                  derive_seeds(self.cfg.run.seed, 1, salt=49)[0], every=30)
+            self._ol_iter = iter(ds)
+        return self._ol_iter
+
+    def progress_metrics(self, metrics):
+        metrics = {**metrics, **getattr(self, "_last_episode_metrics", {})}
+        keys = ("loss/total", "loss/image", "train/return", "test/return")
+        return {k: metrics[k] for k in keys if k in metrics}
+
+    def evaluate(self, episodes: int | None = None) -> dict[str, float]:
+        rets = [self.run_episode(None, "greedy", 10_000 + i)[0] for i in range(episodes or self.cfg.train.test_episodes)]
+        return {"eval/return": float(np.mean(rets)), "eval/return_std": float(np.std(rets)),
+                "eval/episodes": float(len(rets))}
+
+    # ---- filtered restore -------------------------------------------------------------------
+    def restore(self) -> str | None:
+        path = super().restore()
+        if path is None and self.cfg.init.from_run:
+            self.init_from_run(self.cfg.init.from_run)
+        return path
+
+    def init_from_run(self, source: str) -> dict:
+        """Load the latest checkpoint of run ``source`` into a fresh agent built from that run's
+        config, then copy every variable whose path matches an include regex and no exclude regex
+        (and whose shape fits) into this run's agent. Returns and saves the report."""
+        from tf_rlnas import config as C
+        from tf_rlnas.algos.planet.config import PlanetConfig
+
+        cfg_path = os.path.join(source, "config.yaml")
+        ckpt = tf.train.latest_checkpoint(os.path.join(source, "checkpoints"))
+        if not os.path.isfile(cfg_path) or ckpt is None:
+            raise UserError(f"init.from_run '{source}' is not a PlaNet run directory with a checkpoint")
+        src_cfg = C.resolve(PlanetConfig, [cfg_path], [])
+        src = PlanetAgent(src_cfg, self.act_dim, 0)
+        tf.train.Checkpoint(agent=tf.train.Checkpoint(**src.trackables())).read(ckpt).expect_partial()
+        theirs, ours = src.named_variables(), self.agent.named_variables()
+        inc = [re.compile(p) for p in self.cfg.init.include]
+        exc = [re.compile(p) for p in self.cfg.init.exclude]
+        loaded, skipped = [], {}
+        for name, var in ours.items():
+            if not any(p.search(name) for p in inc) or any(p.search(name) for p in exc):
+                skipped[name] = "filtered out"
+            elif name not in theirs:
+                skipped[name] = "not in the source run"
+            elif tuple(theirs[name].shape) != tuple(var.shape):
+                skipped[name] = f"shape {tuple(theirs[name].shape)} != {tuple(var.shape)}"
+            else:
+                var.assign(theirs[name])
+                loaded.append(name)
+        report = {"source": os.path.abspath(ckpt), "loaded": loaded, "not_loaded": skipped}
+        if self.is_chief:
+            atomic_write_text(os.path.join(self.run_dir, "init_report.json"), json.dumps(report, indent=2))
+        say(f"init: loaded {len(loaded)} variables from {ckpt}; {len(skipped)} not loaded "
+            f"(see init_report.json)")
+        return report
+
+    # ---- export -----------------------------------------------------------------------------
+    def export_spec(self) -> ExportSpec:
+        module = PlanetPolicyModule(self.agent, self.low, self.high)
+        rng = np.random.default_rng(0)
+        size = self.cfg.env.image_size
+        m = self.cfg.model
+        ex = {"image": rng.integers(0, 256, (1, size, size, 3)).astype(np.uint8),
+              "prev_action": rng.uniform(-1, 1, (1, self.act_dim)).astype(np.float32),
+              "deter": rng.normal(size=(1, m.deter)).astype(np.float32) * 0.1,
+              "stoch": rng.normal(size=(1, m.stoch)).astype(np.float32)}
+        plan_ex = {**ex, "seed": np.int64(5)}
+        sigs = {"serving_default": module.serving_default, "plan": module.plan}
+        live = {"serving_default": {k: v.numpy() for k, v in module.serving_default(**ex).items()},
+                "plan": {k: v.numpy() for k, v in module.plan(**plan_ex).items()}}
+        return ExportSpec(module, sigs, {"serving_default": ex, "plan": plan_ex}, live)
+
+
+class PlanetPolicyModule(tf.Module):
+    """Stateless serving: the caller carries the filter state.
+
+    ``serving_default(image [1, H, W, 3] uint8, prev_action [1, A], deter [1, D], stoch [1, S])
+    -> {action, deter, stoch}``: filter the image into the posterior (its mean: deterministic),
+    act with the SAC actor's mean when the run has SAC heads, else with CEM (fixed seed), and return
+    the new state for the next call. Start an episode with zeros for prev_action, deter, stoch.
+    ``plan(..., seed)``: the CEM planner with a caller-chosen seed."""
+
+    def __init__(self, agent: PlanetAgent, low, high):
+        super().__init__(name="planet_policy")
+        # the models the signatures use are tracked; the agent itself (datasets, optimiser, ...)
+        # is reached through a plain holder that SavedModel does not serialise
+        self.encoder, self.rssm, self.reward = agent.encoder, agent.rssm, agent.reward
+        if agent.sac is not None:
+            self.actor = agent.sac.actor
+        self._holder = _Holder(agent)
+        self.low, self.high = tf.constant(low), tf.constant(high)
+        m, size, a = agent.cfg.model, agent.cfg.env.image_size, agent.act_dim
+        specs = [tf.TensorSpec([1, size, size, 3], tf.uint8, name="image"),
+                 tf.TensorSpec([1, a], tf.float32, name="prev_action"),
+                 tf.TensorSpec([1, m.deter], tf.float32, name="deter"),
+                 tf.TensorSpec([1, m.stoch], tf.float32, name="stoch")]
+        self.serving_default = tf.function(self._serve, input_signature=specs)
+        self.plan = tf.function(self._plan, input_signature=specs + [tf.TensorSpec([], tf.int64, name="seed")])
+
+    @property
+    def agent(self) -> PlanetAgent:
+        return self._holder.agent
+
+    def _post(self, image, prev_action, deter, stoch):
+        return self.agent.filter({"deter": deter, "stoch": stoch}, prev_action, image, None, sample=False)
+
+    def _out(self, action, post):
+        scaled = self.low + (action + 1.0) * 0.5 * (self.high - self.low)
+        return {"action": scaled[None], "deter": post["deter"], "stoch": post["stoch"]}
+
+    def _cem(self, post, seed):
+        return self.agent.plan(post, tf.cast(tf.stack([seed, tf.constant(7, tf.int64)]), tf.int32))
+
+    def _serve(self, image, prev_action, deter, stoch):
+        post = self._post(image, prev_action, deter, stoch)
+        if self.agent.sac is not None:
+            from tf_rlnas.algos.planet.models import RSSM
+            action = self.agent.sac.actor.dist(RSSM.features(post)).mode()[0]
+        else:
+            action = self._cem(post, tf.constant(0, tf.int64))
+        return self._out(action, post)
+
+    def _plan(self, image, prev_action, deter, stoch, seed):
+        post = self._post(image, prev_action, deter, stoch)
+        return self._out(self._cem(post, seed), post)
+
+
+class _Holder:
+    def __init__(self, agent):
+        self.agent = agent
+
+
+def _tag(key: str, phase: int) -> str:
+    """TensorBoard tag of a step output: world-model losses under ``loss/`` in the train phase and
+    ``test_loss/`` in the test phase (computed on test episodes, no update)."""
+    if key.startswith("sac_"):
+        return "sac/" + key[4:]
+    if key in ("grad_norm", "phase"):
+        return "train/" + key
+    prefix = "loss/" if phase == TRAIN else "test_loss/"
+    return prefix + ("kl_before_free_nats" if key == "kl_raw" else key)

@@ -1,0 +1,173 @@
+"""Episode storage (one compressed ``.npz`` per episode) and the PlaNet chunk loader.
+
+Convention (one for the whole package; a test checks it). An episode of T env transitions is
+stored as arrays of T + 1 entries:
+
+    image[t]     the observation at time t (t = 0: after reset)
+    action[t]    the action that LED TO image[t]; action[0] = 0
+    reward[t]    the reward received on arriving at image[t]; reward[0] = 0
+    discount[t]  0 if image[t] is a true terminal state, else 1; a time-limit end keeps 1
+                 (DeepMind Control episodes never terminate: their last discount is 1)
+
+so ``(image[t], action[t+1], reward[t+1], image[t+1], discount[t+1])`` is the transition t -> t+1,
+and a recurrent filter reads ``(action[t], image[t])`` pairs in order.
+
+Files are named ``{timestamp}-{uuid}-{length}.npz`` (length = T) in ``train_episodes/`` and
+``test_episodes/``, written to a temporary name and renamed (atomic: a kill leaves either no file
+or a whole one). A corrupt or truncated file is skipped with one warning line and never stops
+training.
+"""
+
+from __future__ import annotations
+
+import datetime
+import glob
+import io
+import os
+import uuid
+import zipfile
+from typing import Iterator
+
+import numpy as np
+
+KEYS = ("image", "action", "reward", "discount")
+
+
+def warn(msg: str) -> None:
+    from tf_rlnas.core.logging import say
+    say(f"warning: {msg}")
+
+
+def save_episode(directory: str, episode: dict[str, np.ndarray]) -> str:
+    """Write one episode atomically; returns its path."""
+    n = len(episode["reward"])
+    for k in KEYS:
+        if k not in episode or len(episode[k]) != n:
+            raise ValueError(f"episode key '{k}' missing or not of length {n}")
+    os.makedirs(directory, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    path = os.path.join(directory, f"{stamp}-{uuid.uuid4().hex}-{n - 1}.npz")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(episode[k]) for k in KEYS})
+    tmp = path + ".tmp"  # not *.npz: scans never see a half-written file
+    with open(tmp, "wb") as f:
+        f.write(buf.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def episode_length(path: str) -> int | None:
+    try:
+        return int(os.path.basename(path)[:-4].rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def list_episodes(directory: str) -> list[str]:
+    """Episode files, oldest first (the timestamp leads the name)."""
+    return sorted(glob.glob(os.path.join(directory, "*.npz")))
+
+
+def load_episode(path: str) -> dict[str, np.ndarray] | None:
+    """The episode, or None (with one warning line) if the file is corrupt or inconsistent."""
+    try:
+        with np.load(path) as data:
+            ep = {k: data[k] for k in KEYS}
+        n = len(ep["reward"])
+        if any(len(v) != n for v in ep.values()) or ep["image"].dtype != np.uint8:
+            raise ValueError("inconsistent arrays")
+        return ep
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        warn(f"skipping unreadable episode {path} ({type(e).__name__}: {e})")
+        return None
+
+
+class ChunkLoader:
+    """A generator of fixed-length chunks for ``tf.data.Dataset.from_generator``.
+
+    Each round yields ``every`` chunks: half from episodes that appeared since the last scan
+    ("recent"; as many as exist), the rest from the cache; then the recent episodes join the cache
+    and the folder is rescanned. The cache is bounded by ``max_cache_steps`` env steps: the oldest
+    episodes are evicted (the original's cache never evicted: 1e6 pixel steps is ~11 GB).
+    Episodes shorter than ``length`` are never sampled. Chunks start at uniformly random offsets."""
+
+    def __init__(self, directory: str, length: int, every: int, seed: int, max_cache_steps: int = 100_000):
+        self.directory, self.length, self.every = directory, int(length), int(every)
+        self.max_cache_steps = int(max_cache_steps)
+        self.rng = np.random.default_rng(seed)
+        self.cache: dict[str, dict] = {}   # path -> episode, insertion order = age
+        self.seen: set[str] = set()        # paths read or skipped (corrupt files are warned once)
+        self.recent: dict[str, dict] = {}
+        self.stats = {"scans": 0, "recent_yields": 0, "cache_yields": 0, "evicted": 0}
+
+    def cached_steps(self) -> int:
+        return sum(len(e["reward"]) for e in self.cache.values())
+
+    def scan(self) -> None:
+        self.stats["scans"] += 1
+        for path in list_episodes(self.directory):
+            if path in self.seen:
+                continue
+            self.seen.add(path)
+            n = episode_length(path)
+            if n is not None and n + 1 < self.length:
+                continue
+            ep = load_episode(path)
+            if ep is not None and len(ep["reward"]) >= self.length:
+                self.recent[path] = ep
+
+    def _evict(self) -> None:
+        total = self.cached_steps()
+        while self.cache and total > self.max_cache_steps:
+            path = next(iter(self.cache))
+            total -= len(self.cache.pop(path)["reward"])
+            self.stats["evicted"] += 1
+
+    def _chunk(self, ep: dict) -> dict:
+        start = int(self.rng.integers(0, len(ep["reward"]) - self.length + 1))
+        return {k: v[start:start + self.length] for k, v in ep.items()}
+
+    def __call__(self) -> Iterator[dict]:
+        while True:
+            self.scan()
+            index = 0
+            recent = list(self.recent.values())
+            for i in self.rng.permutation(len(recent)):
+                if index >= self.every // 2:
+                    break
+                yield self._chunk(recent[i])
+                self.stats["recent_yields"] += 1
+                index += 1
+            cached = list(self.cache.values()) or recent
+            while cached and index < self.every:
+                yield self._chunk(cached[int(self.rng.integers(len(cached)))])
+                self.stats["cache_yields"] += 1
+                index += 1
+            self.cache.update(self.recent)
+            self.recent = {}
+            self._evict()
+            if not self.cache:  # nothing long enough on disk yet
+                raise RuntimeError(f"no episode of >= {self.length} steps in {self.directory}")
+
+
+def chunk_dataset(directory: str, length: int, batch: int, image_size: int, act_dim: int, seed: int,
+                  every: int = 0, max_cache_steps: int = 100_000):
+    """``tf.data`` batches of chunks ``{image [B, L, H, W, 3] uint8, action [B, L, A], reward [B, L],
+    discount [B, L]}`` from :class:`ChunkLoader`, prefetched. Returns (dataset, loader)."""
+    import tensorflow as tf
+
+    loader = ChunkLoader(directory, length, every or batch * 10, seed, max_cache_steps)
+    sig = {"image": tf.TensorSpec([length, image_size, image_size, 3], tf.uint8),
+           "action": tf.TensorSpec([length, act_dim], tf.float32),
+           "reward": tf.TensorSpec([length], tf.float32),
+           "discount": tf.TensorSpec([length], tf.float32)}
+
+    def gen():
+        for c in loader():
+            yield {"image": c["image"], "action": c["action"].astype(np.float32),
+                   "reward": c["reward"].astype(np.float32), "discount": c["discount"].astype(np.float32)}
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+    return ds.batch(batch, drop_remainder=True).prefetch(2), loader
