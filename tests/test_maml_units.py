@@ -103,6 +103,25 @@ def test_linear_baseline_is_a_masked_ridge_fit_like_numpy():
     assert np.all(got[mask == 0] == 0)
 
 
+def test_linear_baseline_survives_an_exactly_singular_design():
+    """Constant and duplicated observation columns (seen on Ant: an AntDir run died with
+    'Input matrix is not invertible' from a float32 LU solve) give finite values equal to a
+    float64 numpy ridge fit instead of an error."""
+    rng = np.random.default_rng(5)
+    k, e, t = 2, 10, 20
+    base = rng.uniform(5, 10, size=(k, e, t, 1)).astype(np.float32)  # large: float32 loses the 1e-5 ridge
+    obs = np.concatenate([base, base, np.zeros_like(base)], -1)  # duplicate + constant-zero columns
+    mask = np.ones((k, e, t), np.float32)
+    rets = rng.normal(size=(k, e, t)).astype(np.float32)
+    got = baseline.fit_predict(tf.constant(obs), tf.constant(mask), tf.constant(rets)).numpy()
+    assert np.all(np.isfinite(got))
+    for ki in range(k):
+        x = baseline.features(tf.constant(obs[ki:ki + 1]), tf.constant(mask[ki:ki + 1])).numpy().reshape(-1, 10)
+        x = x.astype(np.float64)
+        w = np.linalg.solve(x.T @ x + 1e-5 * np.eye(10), x.T @ rets[ki].reshape(-1).astype(np.float64))
+        np.testing.assert_allclose(got[ki].reshape(-1), x @ w, atol=1e-4)
+
+
 def test_batched_per_task_forward_equals_a_loop_of_single_task_calls():
     for gaussian in (True, False):
         pol = MetaPolicy(4, 3, [8, 8], gaussian=gaussian)
