@@ -259,6 +259,7 @@ class PlanetTrainer(Trainer):
                 loaded.append(name)
         report = {"source": os.path.abspath(ckpt), "loaded": loaded, "not_loaded": skipped}
         if self.is_chief:
+            os.makedirs(self.run_dir, exist_ok=True)
             atomic_write_text(os.path.join(self.run_dir, "init_report.json"), json.dumps(report, indent=2))
         say(f"init: loaded {len(loaded)} variables from {ckpt}; {len(skipped)} not loaded "
             f"(see init_report.json)")

@@ -1,0 +1,336 @@
+"""PlaNet + SAC heads: pixel envs, episode files and loader, CEM, the phased compiled step,
+filtered restore, export and the CLI."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_rlnas import config as C
+from tf_rlnas.algos.planet.agent import TEST, TRAIN
+from tf_rlnas.algos.planet.config import PlanetConfig
+from tf_rlnas.algos.planet.models import kl_divergence, preprocess
+from tf_rlnas.algos.planet.planner import cem
+from tf_rlnas.algos.planet.trainer import PlanetTrainer
+from tf_rlnas.cli import main
+from tf_rlnas.envs.pixels import PixelWrapper, PointReach
+from tf_rlnas.replay.episodes import ChunkLoader, list_episodes, load_episode, save_episode
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = [os.path.join(REPO, "configs/planet/point_reach.yaml"), os.path.join(REPO, "configs/planet/smoke.yaml")]
+
+
+def make_cfg(*sets):
+    return C.resolve(PlanetConfig, CFG, list(sets))
+
+
+def fake_episode(n: int, value: float, act_dim: int = 2) -> dict:
+    return {"image": np.full((n + 1, 64, 64, 3), int(value) % 256, np.uint8),
+            "action": np.full((n + 1, act_dim), value, np.float32), "reward": np.full(n + 1, value, np.float32),
+            "discount": np.ones(n + 1, np.float32)}
+
+
+# ---- environments ---------------------------------------------------------------------------
+
+def test_point_reach_is_a_valid_gymnasium_pixel_env_with_action_repeat():
+    from gymnasium.utils.env_checker import check_env
+    env = PointReach()
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=3)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+    # action repeat 2: the reward is the sum over two physics steps, 25 agent steps per episode
+    p0, v0 = env.p.copy(), env.v.copy()
+    a = np.array([1.0, -0.5], np.float32)
+    _, r, term, trunc, info = env.step(a)
+    v1 = 0.8 * v0 + 0.05 * a
+    p1 = np.clip(p0 + v1, -1, 1)
+    v2 = 0.8 * v1 + 0.05 * a
+    p2 = np.clip(p1 + v2, -1, 1)
+    want = 2.0 - np.linalg.norm(p1 - env.goal) / 2 - np.linalg.norm(p2 - env.goal) / 2
+    assert abs(r - want) < 1e-9 and not term and not trunc
+    np.testing.assert_allclose(info["position"], p2)
+    steps = 1
+    while not trunc:
+        _, _, term, trunc, _ = env.step(a)
+        steps += 1
+        assert not term
+    assert steps == 25
+
+
+def test_pixel_wrapper_renders_a_gymnasium_env_with_action_repeat():
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    env = PixelWrapper(gym.make("CartPole-v1", render_mode="rgb_array"), size=64, action_repeat=3)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8 and obs.std() > 0
+    obs2, r, term, trunc, _ = env.step(0)
+    assert r == 3.0 and not trunc and not np.array_equal(obs, obs2)
+    env.close()
+
+
+def test_dmc_and_mujoco_envs_render_pixels_in_a_spawned_process():
+    pytest.importorskip("dm_control")
+    from tf_rlnas.envs.pixels import ProcessEnv
+    try:
+        env = ProcessEnv({"name": "dmc:cartpole-swingup"})
+    except RuntimeError as e:  # no offscreen OpenGL on this machine
+        pytest.skip(f"no offscreen rendering: {e}")
+    try:
+        obs, _ = env.reset(seed=1)
+        assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+        n, term, trunc = 0, False, False
+        while not (term or trunc):
+            obs, r, term, trunc, _ = env.step(np.zeros(1, np.float32))
+            n += 1
+        assert n == 1000 // 8 and trunc and not term  # paper's action repeat 8; DMC never terminates
+    finally:
+        env.close()
+    env = ProcessEnv({"name": "HalfCheetah-v5", "action_repeat": 4})
+    try:
+        obs, _ = env.reset(seed=1)
+        obs2, r, *_ = env.step(np.zeros(6, np.float32))
+        assert obs.shape == (64, 64, 3) and obs.std() > 0 and np.isfinite(r)
+    finally:
+        env.close()
+
+
+# ---- episodes and the loader ----------------------------------------------------------------
+
+def test_episode_files_are_atomic_named_and_corrupt_ones_are_skipped_with_one_warning(tmp_path, capsys):
+    d = str(tmp_path / "eps")
+    path = save_episode(d, fake_episode(7, 3.0))
+    assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{32}-7\.npz", os.path.basename(path))
+    assert os.listdir(d) == [os.path.basename(path)]  # no temporary file left behind
+    ep = load_episode(path)
+    assert ep["image"].shape == (8, 64, 64, 3) and ep["reward"][0] == 3.0
+    with open(path, "rb") as f:
+        data = f.read()
+    bad1 = os.path.join(d, "20000101T000000-" + "0" * 32 + "-7.npz")
+    with open(bad1, "wb") as f:
+        f.write(data[: len(data) // 2])  # truncated
+    bad2 = os.path.join(d, "20000101T000001-" + "1" * 32 + "-7.npz")
+    with open(bad2, "wb") as f:
+        f.write(b"not a zip file")
+    loader = ChunkLoader(d, 5, 4, seed=0)
+    chunks = [c for _, c in zip(range(8), loader())]
+    assert all(c["reward"].shape == (5,) and c["reward"][0] == 3.0 for c in chunks)
+    out = capsys.readouterr().out + capsys.readouterr().err
+    warnings = [line for line in out.splitlines() if "skipping unreadable episode" in line]
+    assert len(warnings) == 2, out  # one line per bad file, once
+
+
+def test_loader_takes_half_from_new_episodes_and_bounds_its_cache(tmp_path):
+    d = str(tmp_path / "eps")
+    for v in (1, 2, 3, 4):
+        save_episode(d, fake_episode(10, v))
+    save_episode(d, fake_episode(3, 99))  # shorter than a chunk: never sampled
+    loader = ChunkLoader(d, 6, 8, seed=0, max_cache_steps=40)
+    gen = loader()
+    first = [next(gen)["reward"][0] for _ in range(8)]
+    assert set(first) <= {1, 2, 3, 4} and 99 not in first
+    for v in (5, 6):
+        save_episode(d, fake_episode(10, v))
+    second = [next(gen)["reward"][0] for _ in range(8)]
+    # round 2: the two new episodes first (all of them: fewer than half a round), then the cache
+    assert sorted(second[:2]) == [5, 6] and set(second[2:]) <= {1, 2, 3, 4}
+    next(gen)  # round 3 starts: the new ones joined the cache, the oldest were evicted (<= 40 steps)
+    assert loader.cached_steps() <= 40 and loader.stats["evicted"] >= 2
+    cached = sorted(float(e["reward"][0]) for e in loader.cache.values())
+    assert cached[-2:] == [5.0, 6.0] and 1.0 not in cached
+    c = next(gen)
+    assert c["image"].shape == (6, 64, 64, 3) and c["action"].shape == (6, 2)
+
+
+def test_episode_convention_action_t_led_to_image_t(tmp_path):
+    """Replaying the stored actions from the same reset seed reproduces every stored image and
+    reward: action[t] and reward[t] belong to the step that produced image[t]."""
+    cfg = make_cfg()
+    tr = PlanetTrainer(cfg, str(tmp_path / "run"))
+    ret, n = tr.run_episode("train", "random", seed=11)
+    ep = load_episode(list_episodes(tr.dirs["train"])[0])
+    assert n == 25 and len(ep["reward"]) == 26
+    assert np.all(ep["action"][0] == 0) and ep["reward"][0] == 0 and np.all(ep["discount"] == 1)
+    env = PointReach()
+    obs, _ = env.reset(seed=11)
+    np.testing.assert_array_equal(obs, ep["image"][0])
+    for t in range(1, n + 1):
+        obs, r, *_ = env.step(ep["action"][t])
+        np.testing.assert_array_equal(obs, ep["image"][t])
+        assert abs(r - ep["reward"][t]) < 1e-5
+    assert abs(ret - ep["reward"].sum()) < 1e-4
+
+
+# ---- model pieces ---------------------------------------------------------------------------
+
+def test_cem_finds_the_maximum_of_a_quadratic():
+    target = tf.constant(np.random.default_rng(0).uniform(-0.8, 0.8, (4, 2)), tf.float32)
+
+    def objective(actions, seed):
+        return -tf.reduce_sum(tf.square(actions - target[None]), axis=[1, 2])
+    best = cem(objective, 2, 4, iterations=8, candidates=400, top_k=40, seed=tf.constant([1, 2]))
+    np.testing.assert_allclose(best.numpy(), target.numpy(), atol=0.05)
+    # the bounds are respected: a target outside [-1, 1] ends at the bound
+    far = cem(lambda a, s: -tf.reduce_sum(tf.square(a - 3.0), axis=[1, 2]), 2, 3, 6, 200, 20, tf.constant([3, 4]))
+    assert np.all(far.numpy() <= 1.0) and np.all(far.numpy() > 0.9)
+
+
+def test_kl_and_image_quantisation():
+    rng = np.random.default_rng(1)
+    m1, m2 = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
+    s1, s2 = rng.uniform(0.2, 2, (3, 5)), rng.uniform(0.2, 2, (3, 5))
+    want = (np.log(s2 / s1) + (s1 ** 2 + (m1 - m2) ** 2) / (2 * s2 ** 2) - 0.5).sum(-1)
+    got = kl_divergence({"mean": tf.constant(m1), "std": tf.constant(s1)}, {"mean": tf.constant(m2), "std": tf.constant(s2)})
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    img = tf.constant(np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1))
+    x = preprocess(img, None, 5).numpy().ravel()
+    np.testing.assert_allclose(x, (np.arange(256) // 8 + 0.5) / 32 - 0.5, atol=1e-7)  # 32 bins, centred
+    noisy = preprocess(img, tf.constant([1, 2]), 5).numpy().ravel()
+    assert np.all(noisy >= (np.arange(256) // 8) / 32 - 0.5) and np.all(noisy < (np.arange(256) // 8 + 1) / 32 - 0.5)
+
+
+# ---- the phased step, SAC heads, restore ------------------------------------------------------
+
+def _values(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def test_phases_choose_the_dataset_and_whether_anything_updates(tmp_path):
+    cfg = make_cfg("sac.enabled=true", "sac.agent.actor_hidden=[16]", "sac.agent.critic_hidden=[16]")
+    tr = PlanetTrainer(cfg, str(tmp_path / "run"))
+    tr.seed_episodes()
+    agent = tr.agent
+    every = list(agent.named_variables().values())
+    before = _values(every)
+    train_reads, test_reads = tr.train_loader.stats["scans"], tr.test_loader.stats["scans"]
+    out = agent.step(tf.constant(TEST, tf.int32))
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, every))  # test phase: nothing changes
+    assert float(out["grad_norm"]) == 0.0 and np.isfinite(float(out["total"])) and int(agent.updates.numpy()) == 0
+    assert tr.test_loader.stats["scans"] > test_reads and tr.train_loader.stats["scans"] == train_reads
+    losses = []
+    for _ in range(25):
+        out = agent.step(tf.constant(TRAIN, tf.int32))
+        losses.append(float(out["image"]))
+    assert tr.train_loader.stats["scans"] > train_reads
+    changed = {n for (n, v), b in zip(agent.named_variables().items(), before) if not np.array_equal(b, v.numpy())}
+    assert any(n.startswith("encoder/") for n in changed) and any(n.startswith("sac/actor/") for n in changed)
+    assert int(agent.updates.numpy()) == 25 and agent.traces["step"] == 1  # one trace for both phases
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])  # the world model learns
+    assert float(out["kl"]) >= cfg.model.free_nats - 1e-6 and float(out["sac_critic_loss"]) > 0
+
+
+def test_sac_transitions_are_aligned_with_the_episode_convention():
+    cfg = make_cfg("sac.enabled=true", "sac.burn_in=2", "sac.agent.actor_hidden=[8]", "sac.agent.critic_hidden=[8]")
+    from tf_rlnas.algos.planet.agent import PlanetAgent
+    agent = PlanetAgent(cfg, 2, 0)
+    b, L = 2, 6
+    t = np.arange(L, dtype=np.float32)
+    feat = tf.constant(np.broadcast_to(t[None, :, None], (b, L, 3)))
+    batch = {"action": tf.constant(np.broadcast_to(10 + t[None, :, None], (b, L, 2))),
+             "reward": tf.constant(np.broadcast_to(20 + t[None], (b, L))),
+             "discount": tf.constant(np.broadcast_to((t != 4).astype(np.float32)[None], (b, L)))}
+    s = agent._sac_batch(feat, batch)
+    np.testing.assert_array_equal(s["obs"].numpy()[0, :3, 0], [2, 3, 4])      # burn-in 2 dropped
+    np.testing.assert_array_equal(s["next_obs"].numpy()[0, :3, 0], [3, 4, 5])
+    np.testing.assert_array_equal(s["actions"].numpy()[0, :3, 0], [13, 14, 15])  # a_{t+1} leads t -> t+1
+    np.testing.assert_array_equal(s["rewards"].numpy()[0, :3], [23, 24, 25])
+    np.testing.assert_array_equal(s["terminated"].numpy()[0, :3], [0, 1, 0])
+    assert s["obs"].shape == (1, b * (L - 3), 3)
+
+
+def test_filtered_restore_loads_a_world_model_into_a_run_with_sac_heads(tmp_path):
+    src = str(tmp_path / "wm")
+    assert main(["train", "planet", "--config", CFG[0], "--config", CFG[1], "--run-dir", src, "--no-progress"]) == 0
+    dst = str(tmp_path / "sac")
+    sets = ["sac.enabled=true", "sac.train_world_model=false", "sac.act_with=actor", f"init.from_run={src}",
+            "init.exclude=[^decoder/]", "sac.agent.actor_hidden=[16]", "sac.agent.critic_hidden=[16]",
+            "train.steps=4"]
+    cfg = make_cfg(*sets)
+    tr = PlanetTrainer(cfg, dst)
+    assert tr.restore() is None
+    import json
+    report = json.load(open(os.path.join(dst, "init_report.json")))
+    loaded, skipped = set(report["loaded"]), report["not_loaded"]
+    assert any(n.startswith("encoder/") for n in loaded) and any(n.startswith("rssm/gru/") for n in loaded)
+    assert any(n.startswith("reward/") for n in loaded)
+    assert all(skipped[n] == "filtered out" for n in skipped if n.startswith("decoder/"))
+    assert all(skipped[n] == "not in the source run" for n in skipped if n.startswith("sac/"))
+    src_tr = PlanetTrainer(make_cfg(), src)
+    src_tr.restore()
+    theirs = src_tr.agent.named_variables()
+    ours = tr.agent.named_variables()
+    for n in loaded:
+        np.testing.assert_array_equal(ours[n].numpy(), theirs[n].numpy())
+    assert not np.array_equal(ours["decoder/dense/kernel"].numpy(), theirs["decoder/dense/kernel"].numpy())
+    # a frozen world model: SAC trains, the world model does not move
+    wm = {n: v.numpy().copy() for n, v in ours.items() if not n.startswith("sac/")}
+    tr.fit(progress=False)
+    assert all(np.array_equal(wm[n], ours[n].numpy()) for n in wm)
+    assert tr.agent.sac.updates.numpy() > 0
+
+
+# ---- CLI, export, resume --------------------------------------------------------------------
+
+def test_train_resume_export_and_serve(tmp_path):
+    from tests.serving import saved_model_cli_run
+    run = str(tmp_path / "run")
+    assert main(["train", "planet", "--config", CFG[0], "--config", CFG[1], "--set", "train.steps=6",
+                 "--run-dir", run, "--no-progress"]) == 0
+    n_train = len(list_episodes(os.path.join(run, "train_episodes")))
+    assert main(["train", "--run-dir", run, "--set", "train.steps=12", "--no-progress"]) == 0
+    tr = PlanetTrainer(make_cfg(), run)
+    tr.restore()
+    assert int(tr.iteration.numpy()) == 12 and int(tr.agent.updates.numpy()) == 10  # 2 test-phase steps
+    eps = list_episodes(os.path.join(run, "train_episodes"))
+    assert len(eps) > n_train  # resumed collection, no second batch of seed episodes
+    assert len(eps) == 2 + int(tr.agent.updates.numpy()) // 4
+    assert len(list_episodes(os.path.join(run, "test_episodes"))) == 2 + 1  # seeds + one test phase
+    from tf_rlnas.core.logging import say  # noqa: F401
+    scalars = _tb_tags(os.path.join(run, "tb"))
+    for tag in ("loss/image", "loss/reward", "loss/kl", "loss/kl_before_free_nats", "test_loss/image",
+                "train/return", "test/return", "time/episodes_per_s", "time/updates_per_s"):
+        assert tag in scalars, (tag, sorted(scalars))
+    out = str(tmp_path / "models")
+    assert main(["export", run, "--out", out]) == 0
+    path = glob.glob(os.path.join(out, "*", "*"))[0]
+    ex = tr.export_spec()
+    inputs = ex.examples["serving_default"]
+    served = saved_model_cli_run(path, "serving_default", inputs, str(tmp_path / "serve"))
+    for k, v in ex.expected["serving_default"].items():
+        np.testing.assert_allclose(served[k], v, atol=1e-5)
+    # the caller carries the state: a second call with the returned state
+    loaded = tf.saved_model.load(path)
+    first = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})
+    second = loaded.signatures["serving_default"](image=tf.constant(inputs["image"]), prev_action=first["action"],
+                                                  deter=first["deter"], stoch=first["stoch"])
+    assert second["deter"].shape == first["deter"].shape and not np.allclose(second["deter"], first["deter"])
+
+
+def _tb_tags(logdir):
+    from tensorboard.backend.event_processing import plugin_event_accumulator as pea
+    acc = pea.EventAccumulator(logdir, size_guidance={"tensors": 0})
+    acc.Reload()
+    return set(acc.Tags().get("tensors", []))
+
+
+@pytest.mark.parametrize("sets, needle", [
+    (["env.name=NoSuchEnv-v9"], "NoSuchEnv-v9"),
+    (["train.chunk=40"], "train.chunk"),
+    (["planner.top_k=500"], "planner.top_k"),
+    (["sac.act_with=actor"], "sac.enabled"),
+    (["init.exclude=[(]"], "init.exclude"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, sets, needle):
+    run = tmp_path / "run"
+    args = ["train", "planet", "--config", CFG[0], "--config", CFG[1], "--run-dir", str(run), "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    code = main(args)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    left = [p for p in glob.glob(str(run / "**"), recursive=True) if os.path.isfile(p)]
+    assert not left or needle == "train.chunk", left
