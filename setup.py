@@ -38,8 +38,13 @@ setup(
         "imageio-ffmpeg>=0.5",  # ships its own ffmpeg binary: MP4 videos of evaluation episodes
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2", "ray>=2.40"],  # ray: the MAML Ray-sampler test
+        # ray: the MAML Ray-sampler test; dm-control: the PlaNet DMC pixel test
+        "test": ["pytest>=8", "pytest-timeout>=2", "ray>=2.40", "dm-control>=1.0.50"],
         "ray": ["ray>=2.40"],
+        # DeepMind Control tasks for PlaNet. dm-control 1.0.50 needs mujoco >= 3.17 and crashes on
+        # mujoco 4.0 ('MjModel' has no attribute 'flex_vertedge'); install_requires pins mujoco < 4,
+        # which gymnasium's v5 envs also run on: one mujoco for both.
+        "dmc": ["dm-control>=1.0.50"],
         "and-cuda": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["tf_rlnas=tf_rlnas.cli:main"]},

@@ -52,7 +52,7 @@ def test_point_reach_is_a_valid_gymnasium_pixel_env_with_action_repeat():
     p1 = np.clip(p0 + v1, -1, 1)
     v2 = 0.8 * v1 + 0.05 * a
     p2 = np.clip(p1 + v2, -1, 1)
-    want = 2.0 - np.linalg.norm(p1 - env.goal) / 2 - np.linalg.norm(p2 - env.goal) / 2
+    want = 2.0 - np.linalg.norm(p1 - env.goal) - np.linalg.norm(p2 - env.goal)
     assert abs(r - want) < 1e-9 and not term and not trunc
     np.testing.assert_allclose(info["position"], p2)
     steps = 1
