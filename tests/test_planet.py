@@ -20,7 +20,7 @@ from tf_rlnas.algos.planet.planner import cem
 from tf_rlnas.algos.planet.trainer import PlanetTrainer
 from tf_rlnas.cli import main
 from tf_rlnas.envs.pixels import PixelWrapper, PointReach
-from tf_rlnas.replay.episodes import ChunkLoader, list_episodes, load_episode, save_episode
+from tf_rlnas.replay.episodes import ChunkLoader, list_episodes, load_episode, readable_episodes, save_episode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = [os.path.join(REPO, "configs/planet/point_reach.yaml"), os.path.join(REPO, "configs/planet/smoke.yaml")]
@@ -179,6 +179,23 @@ def test_cem_finds_the_maximum_of_a_quadratic():
     assert np.all(far.numpy() <= 1.0) and np.all(far.numpy() > 0.9)
 
 
+def test_rssm_shapes_and_decoder_round_trip():
+    from tf_rlnas.algos.planet.models import RSSM, Decoder, Encoder
+    enc, dec = Encoder(4), Decoder(4)
+    img = tf.zeros([2, 3, 64, 64, 3])
+    embed = enc(img)
+    assert embed.shape == (2, 3, 4 * 32)  # 2x2x(8 d) for 64x64 inputs
+    rssm = RSSM(act_dim=2, embed_dim=128, deter=7, stoch=5, hidden=6)
+    post, prior = rssm.observe(embed, tf.zeros([2, 3, 2]), tf.constant([0, 1]))
+    for st in (post, prior):
+        assert st["mean"].shape == (2, 3, 5) and st["deter"].shape == (2, 3, 7)
+        assert float(tf.reduce_min(st["std"])) >= 0.1  # min std
+    np.testing.assert_array_equal(post["deter"].numpy(), prior["deter"].numpy())  # same h_t
+    imagined = rssm.imagine({k: v[:, -1] for k, v in post.items()}, tf.zeros([2, 4, 2]), tf.constant([2, 3]))
+    assert imagined["stoch"].shape == (2, 4, 5)
+    assert dec(RSSM.features(post)).shape == (2, 3, 64, 64, 3) and rssm.feat_dim == 12
+
+
 def test_kl_and_image_quantisation():
     rng = np.random.default_rng(1)
     m1, m2 = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
@@ -317,12 +334,43 @@ def _tb_tags(logdir):
     return set(acc.Tags().get("tensors", []))
 
 
+def test_bad_episode_directories_and_pretrained_runs_are_one_line_errors(tmp_path, capsys):
+    base = ["train", "planet", "--config", CFG[0], "--config", CFG[1], "--no-progress"]
+    run = tmp_path / "a"
+    assert main(base + ["--run-dir", str(run), "--set", "train.steps=3"]) == 0
+    # every training episode corrupted: skipped with warnings, fresh seed episodes written, training goes on
+    eps = list_episodes(str(run / "train_episodes"))
+    for p in eps:
+        with open(p, "wb") as f:
+            f.write(b"garbage")
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(run), "--set", "train.steps=6", "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert (out.out + out.err).count("skipping unreadable episode") == len(eps)
+    assert len(readable_episodes(str(run / "train_episodes"))) >= 2
+    # an episode directory that is a file
+    import shutil
+    shutil.rmtree(run / "train_episodes")
+    (run / "train_episodes").write_text("x")
+    assert main(["train", "--run-dir", str(run), "--set", "train.steps=8", "--no-progress"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "train_episodes" in err[0], err
+    # a pretrained run whose env has other action sizes / that is not a PlaNet run
+    other = tmp_path / "c"
+    assert main(["train", "reinforce", "--config", "smoke", "--run-dir", str(other), "--no-progress"]) == 0
+    capsys.readouterr()
+    code = main(base + ["--run-dir", str(tmp_path / "d"), "--set", f"init.from_run={other}"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and "init.from_run" in err[0], err
+
+
 @pytest.mark.parametrize("sets, needle", [
     (["env.name=NoSuchEnv-v9"], "NoSuchEnv-v9"),
     (["train.chunk=40"], "train.chunk"),
     (["planner.top_k=500"], "planner.top_k"),
     (["sac.act_with=actor"], "sac.enabled"),
     (["init.exclude=[(]"], "init.exclude"),
+    (["env.image_size=32"], "env.image_size"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, sets, needle):
     run = tmp_path / "run"

@@ -70,6 +70,12 @@ def list_episodes(directory: str) -> list[str]:
     return sorted(glob.glob(os.path.join(directory, "*.npz")))
 
 
+def readable_episodes(directory: str) -> list[str]:
+    """Episode files whose name parses and whose zip directory is intact (a cheap check: a
+    truncated or garbage file fails it; the arrays are not read)."""
+    return [p for p in list_episodes(directory) if episode_length(p) is not None and zipfile.is_zipfile(p)]
+
+
 def load_episode(path: str) -> dict[str, np.ndarray] | None:
     """The episode, or None (with one warning line) if the file is corrupt or inconsistent."""
     try:

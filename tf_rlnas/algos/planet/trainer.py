@@ -30,7 +30,7 @@ from tf_rlnas.core.seeding import derive_seeds
 from tf_rlnas.core.trainer import ExportSpec, Trainer
 from tf_rlnas.envs.pixels import ProcessEnv, make_pixel_env
 from tf_rlnas.errors import UserError
-from tf_rlnas.replay.episodes import chunk_dataset, list_episodes, save_episode
+from tf_rlnas.replay.episodes import chunk_dataset, episode_length, readable_episodes, save_episode
 
 
 class PlanetTrainer(Trainer):
@@ -61,6 +61,9 @@ class PlanetTrainer(Trainer):
         self.act_dim = int(space.shape[0])
         self.dirs = {"train": os.path.join(self.run_dir, "train_episodes"),
                      "test": os.path.join(self.run_dir, "test_episodes")}
+        for d in self.dirs.values():
+            if os.path.exists(d) and not os.path.isdir(d):
+                raise UserError(f"episode directory {d} exists and is not a directory")
         s = derive_seeds(cfg.run.seed, 4, salt=41)
         self.agent = PlanetAgent(cfg, self.act_dim, s[0])
         t = cfg.train
@@ -138,12 +141,12 @@ class PlanetTrainer(Trainer):
 
     def seed_episodes(self) -> None:
         for split in ("train", "test"):
-            have = len(list_episodes(self.dirs[split]))
+            have = len(readable_episodes(self.dirs[split]))  # corrupt files do not count
             for _ in range(max(0, self.cfg.train.seed_episodes - have)):
                 _, n = self.run_episode(split, "random", self._episode_seed(split))
                 self.env_steps += n
         for split in ("train", "test"):
-            lengths = [int(os.path.basename(p)[:-4].rsplit("-", 1)[1]) for p in list_episodes(self.dirs[split])]
+            lengths = [episode_length(p) for p in readable_episodes(self.dirs[split])]
             if not lengths or max(lengths) + 1 < self.cfg.train.chunk:
                 raise UserError(f"config key 'train.chunk' ({self.cfg.train.chunk}) is longer than every "
                                 f"{split} episode (longest {max(lengths, default=0)} steps + 1)")
@@ -161,7 +164,13 @@ class PlanetTrainer(Trainer):
             self._seeded = True
         phase = self.phase_of(it)
         t0 = time.perf_counter()
-        out = self.agent.step(tf.constant(phase, tf.int32))
+        try:
+            out = self.agent.step(tf.constant(phase, tf.int32))
+        except tf.errors.OpError as e:  # the episode loader found nothing usable on disk
+            if "no episode of" not in str(e):
+                raise
+            msg = next(line for line in str(e).splitlines() if "no episode of" in line)
+            raise UserError(msg.split("RuntimeError: ")[-1].strip()) from None
         metrics = {_tag(k, phase): float(v) for k, v in out.items()}
         self._times["steps"] += 1
         self._times["step_s"] += time.perf_counter() - t0
@@ -240,9 +249,14 @@ class PlanetTrainer(Trainer):
         ckpt = tf.train.latest_checkpoint(os.path.join(source, "checkpoints"))
         if not os.path.isfile(cfg_path) or ckpt is None:
             raise UserError(f"init.from_run '{source}' is not a PlaNet run directory with a checkpoint")
-        src_cfg = C.resolve(PlanetConfig, [cfg_path], [])
-        src = PlanetAgent(src_cfg, self.act_dim, 0)
-        tf.train.Checkpoint(agent=tf.train.Checkpoint(**src.trackables())).read(ckpt).expect_partial()
+        try:
+            src_cfg = C.resolve(PlanetConfig, [cfg_path], [])
+            src = PlanetAgent(src_cfg, self.act_dim, 0)
+            tf.train.Checkpoint(agent=tf.train.Checkpoint(**src.trackables())).read(ckpt).expect_partial()
+        except (UserError, ValueError, tf.errors.OpError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"init.from_run '{source}' does not match this run (not a PlaNet run of an env with "
+                            f"{self.act_dim}-dim actions?): {first}") from None
         theirs, ours = src.named_variables(), self.agent.named_variables()
         inc = [re.compile(p) for p in self.cfg.init.include]
         exc = [re.compile(p) for p in self.cfg.init.exclude]
