@@ -47,6 +47,16 @@ def option(default: Any = _MISSING, *, default_factory: Any = _MISSING, help: st
 
 
 @dataclasses.dataclass
+class DistributeConfig:
+    """The ``distribute:`` section of the algorithms with a distributed learner (ENAS, PlaNet)."""
+
+    strategy: Literal["none", "mirrored", "multi_worker"] = option(
+        "none", help="tf.distribute strategy of the learner (MirroredStrategy on one host, "
+                     "MultiWorkerMirroredStrategy across hosts via TF_CONFIG)")
+    cpu_devices: int = option(0, min=0, help="split the CPU into N logical devices (testing mirrored on CPU)")
+
+
+@dataclasses.dataclass
 class RunConfig:
     """Run bookkeeping shared by every algorithm (the ``run:`` section)."""
 

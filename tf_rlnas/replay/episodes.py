@@ -13,7 +13,9 @@ so ``(image[t], action[t+1], reward[t+1], image[t+1], discount[t+1])`` is the tr
 and a recurrent filter reads ``(action[t], image[t])`` pairs in order.
 
 Files are named ``{timestamp}-{uuid}-{length}.npz`` (length = T) in ``train_episodes/`` and
-``test_episodes/``, written to a temporary name and renamed (atomic: a kill leaves either no file
+``test_episodes/``; the 32 hex digits of the id start with the run's episode counter (12 digits)
+when the writer gives one, so that sorting the names gives the order of creation even within one
+second, and the loader (and so training) is the same for the same seed, written to a temporary name and renamed (atomic: a kill leaves either no file
 or a whole one). A corrupt or truncated file is skipped with one warning line and never stops
 training.
 """
@@ -38,15 +40,17 @@ def warn(msg: str) -> None:
     say(f"warning: {msg}")
 
 
-def save_episode(directory: str, episode: dict[str, np.ndarray]) -> str:
-    """Write one episode atomically; returns its path."""
+def save_episode(directory: str, episode: dict[str, np.ndarray], index: int | None = None) -> str:
+    """Write one episode atomically; returns its path. ``index``: the writer's episode counter,
+    the leading digits of the id (creation order = name order)."""
     n = len(episode["reward"])
     for k in KEYS:
         if k not in episode or len(episode[k]) != n:
             raise ValueError(f"episode key '{k}' missing or not of length {n}")
     os.makedirs(directory, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
-    path = os.path.join(directory, f"{stamp}-{uuid.uuid4().hex}-{n - 1}.npz")
+    uid = uuid.uuid4().hex if index is None else f"{int(index):012x}{uuid.uuid4().hex[:20]}"
+    path = os.path.join(directory, f"{stamp}-{uid}-{n - 1}.npz")
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(episode[k]) for k in KEYS})
     tmp = path + ".tmp"  # not *.npz: scans never see a half-written file

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, Optional
 
-from tf_rlnas.config import RunConfig, option
+from tf_rlnas.config import DistributeConfig, RunConfig, option
 from tf_rlnas.errors import ConfigError
 
 
@@ -81,14 +81,6 @@ class EnasFixed:
 
 
 @dataclasses.dataclass
-class EnasDistribute:
-    strategy: Literal["none", "mirrored", "multi_worker"] = option(
-        "none", help="tf.distribute strategy for child training (MirroredStrategy on one host, "
-                     "MultiWorkerMirroredStrategy across hosts via TF_CONFIG)")
-    cpu_devices: int = option(0, min=0, help="split the CPU into N logical devices (testing mirrored on CPU)")
-
-
-@dataclasses.dataclass
 class EnasConfig:
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=1, log_every=1))
     mode: Literal["search", "fixed"] = option("search", help="search | fixed (retrain fixed.arc_file)")
@@ -97,7 +89,7 @@ class EnasConfig:
     controller: EnasController = dataclasses.field(default_factory=EnasController)
     search: EnasSearch = dataclasses.field(default_factory=EnasSearch)
     fixed: EnasFixed = dataclasses.field(default_factory=EnasFixed)
-    distribute: EnasDistribute = dataclasses.field(default_factory=EnasDistribute)
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
 
     def validate(self) -> None:
         if self.mode == "fixed" and not self.fixed.arc_file:

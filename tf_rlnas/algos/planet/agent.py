@@ -19,6 +19,8 @@ episodes), or the SAC actor (sample when exploring, mean otherwise).
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -29,8 +31,31 @@ TRAIN, TEST = 0, 1
 
 
 class PlanetAgent(tf.Module):
-    def __init__(self, cfg, act_dim: int, seed: int):
+    def __init__(self, cfg, act_dim: int, seed: int, strategy=None):
         super().__init__(name="planet")
+        self._strategy = [strategy]  # (a list: not tracked)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self._build_world_model(cfg, act_dim, seed)
+        self.sac = None
+        if cfg.sac.enabled:  # small: on the host, outside the strategy (its update runs in cross-replica context)
+            from tf_rlnas.algos.sac.learner import SACLearner
+            self.sac = SACLearner(self.rssm.feat_dim, act_dim, cfg.sac.agent, seed + 1)
+        m = cfg.model
+        size = cfg.env.image_size
+        self.traces = {"step": 0, "policy": 0}
+        self._iterators = None
+        a = tf.TensorSpec([1, act_dim], tf.float32)
+        st = {"deter": tf.TensorSpec([1, m.deter], tf.float32), "stoch": tf.TensorSpec([1, m.stoch], tf.float32)}
+        img = tf.TensorSpec([1, size, size, 3], tf.uint8)
+        self.policy_step = tf.function(self._policy_step, input_signature=[st, a, img, tf.TensorSpec([], tf.bool),
+                                                                           tf.TensorSpec([], tf.bool)])
+        self.openloop = tf.function(self._openloop)
+
+    @property
+    def strategy(self):
+        return self._strategy[0]
+
+    def _build_world_model(self, cfg, act_dim: int, seed: int) -> None:
         m = cfg.model
         self.cfg, self.act_dim = cfg, int(act_dim)
         size = cfg.env.image_size
@@ -47,19 +72,7 @@ class PlanetAgent(tf.Module):
         self.optimizer = keras.optimizers.Adam(m.lr, epsilon=m.adam_eps)
         self.optimizer.build(self.wm_variables)
         self.rng = tf.random.Generator.from_seed(seed)
-        self.sac = None
-        if cfg.sac.enabled:
-            from tf_rlnas.algos.sac.learner import SACLearner
-            self.sac = SACLearner(self.rssm.feat_dim, act_dim, cfg.sac.agent, seed + 1)
         self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
-        self.traces = {"step": 0, "policy": 0}
-        self._iterators = None
-        a = tf.TensorSpec([1, act_dim], tf.float32)
-        st = {"deter": tf.TensorSpec([1, m.deter], tf.float32), "stoch": tf.TensorSpec([1, m.stoch], tf.float32)}
-        img = tf.TensorSpec([1, size, size, 3], tf.uint8)
-        self.policy_step = tf.function(self._policy_step, input_signature=[st, a, img, tf.TensorSpec([], tf.bool),
-                                                                           tf.TensorSpec([], tf.bool)])
-        self.openloop = tf.function(self._openloop)
 
     # ---- checkpoint content / variable paths ------------------------------------------------
     def trackables(self) -> dict:
@@ -86,6 +99,10 @@ class PlanetAgent(tf.Module):
 
     # ---- the compiled step --------------------------------------------------------------------
     def set_datasets(self, train_ds, test_ds) -> None:
+        """Global batches; under a strategy each is split over the replicas."""
+        if self.strategy is not None:
+            train_ds = self.strategy.experimental_distribute_dataset(train_ds)
+            test_ds = self.strategy.experimental_distribute_dataset(test_ds)
         self._iterators = (iter(train_ds), iter(test_ds))
         self.step = tf.function(self._step, input_signature=[tf.TensorSpec([], tf.int32)])
 
@@ -140,19 +157,38 @@ class PlanetAgent(tf.Module):
                 "rewards": flat(batch["reward"][:, b + 1:]), "next_obs": flat(feat[:, b + 1:]),
                 "terminated": flat(1.0 - batch["discount"][:, b + 1:])}
 
+    def _grads(self, batch, seeds, is_train, scale: float = 1.0):
+        """Losses and world-model gradients of one (replica's) batch; the differentiated loss is
+        ``tf.cond(train, total, 0)``: the test phase's backward pass is that of a constant."""
+        with tf.GradientTape() as tape:
+            out, feat = self.losses(batch, seeds)
+            loss = tf.cond(is_train, lambda: out["total"] * scale, lambda: tf.constant(0.0))
+        grads = tape.gradient(loss, self.wm_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return out, feat, grads
+
     def _step(self, phase):
         self.traces["step"] += 1
         is_train = tf.equal(phase, TRAIN)
         train_it, test_it = self._iterators
         batch = tf.cond(is_train, train_it.get_next, test_it.get_next)
         seeds = tf.unstack(self.rng.make_seeds(4), axis=1)
-        variables = self.wm_variables
-        with tf.GradientTape() as tape:
-            out, feat = self.losses(batch, seeds)
-            loss = tf.cond(is_train, lambda: out["total"], lambda: tf.constant(0.0))
-        grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        st = self.strategy
+        if st is None:
+            out, feat, grads = self._grads(batch, seeds, is_train)
+        else:
+            n = st.num_replicas_in_sync
+
+            def replica(b):  # each replica: its shard, its own noise; gradients of mean / n, summed
+                rid = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, seeds[0].dtype)
+                return self._grads(b, [s + tf.stack([rid * 7919, 0]) for s in seeds], is_train, 1.0 / n)
+            out_r, feat_r, grads_r = st.run(replica, args=(batch,))
+            grads = [st.reduce("SUM", g, axis=None) for g in grads_r]
+            out = {k: st.reduce("MEAN", v, axis=None) for k, v in out_r.items()}
+            feat = st.gather(feat_r, axis=0)
+            batch = {k: st.gather(batch[k], axis=0) for k in ("action", "reward", "discount")}  # for SAC
         clip = self.cfg.model.grad_clip
         learn_wm = tf.logical_and(is_train, tf.constant(bool(self.cfg.sac.train_world_model)))
+        variables = self.wm_variables
 
         def apply():
             clipped, norm = tf.clip_by_global_norm(grads, clip)

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Literal
 
 from tf_rlnas.algos.sac.config import SACAgentConfig
-from tf_rlnas.config import RunConfig, option
+from tf_rlnas.config import DistributeConfig, RunConfig, option
 from tf_rlnas.errors import ConfigError
 
 
@@ -96,8 +96,12 @@ class PlanetConfig:
     sac: PlanetSAC = dataclasses.field(default_factory=PlanetSAC)
     init: PlanetInit = dataclasses.field(default_factory=PlanetInit)
     train: PlanetTrain = dataclasses.field(default_factory=PlanetTrain)
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
 
     def validate(self) -> None:
+        if self.distribute.strategy == "multi_worker":
+            raise ConfigError("config key 'distribute.strategy' = 'multi_worker' is not supported by planet yet "
+                              "(every worker would collect its own episodes); use 'mirrored' on one host")
         if self.planner.top_k > self.planner.candidates:
             raise ConfigError("config key 'planner.top_k' must not exceed planner.candidates")
         if self.sac.act_with == "actor" and not self.sac.enabled:

@@ -65,7 +65,7 @@ class PlanetTrainer(Trainer):
             if os.path.exists(d) and not os.path.isdir(d):
                 raise UserError(f"episode directory {d} exists and is not a directory")
         s = derive_seeds(cfg.run.seed, 4, salt=41)
-        self.agent = PlanetAgent(cfg, self.act_dim, s[0])
+        self.agent = PlanetAgent(cfg, self.act_dim, s[0], self.strategy)
         t = cfg.train
         size = cfg.env.image_size
         train_ds, self.train_loader = chunk_dataset(self.dirs["train"], t.chunk, t.batch, size, self.act_dim, s[1],
@@ -98,7 +98,7 @@ class PlanetTrainer(Trainer):
     def _scale(self, a: np.ndarray) -> np.ndarray:
         return self.low + (np.clip(a, -1, 1) + 1.0) * 0.5 * (self.high - self.low)
 
-    def run_episode(self, split: str | None, mode: str, seed: int) -> tuple[float, int]:
+    def run_episode(self, split: str | None, mode: str, seed: int, index: int | None = None) -> tuple[float, int]:
         """One episode acting by ``mode`` ('random', 'explore', 'greedy', 'actor', 'cem'); saved
         to ``split``'s folder unless split is None. Returns (return, env transitions)."""
         t0 = time.perf_counter()
@@ -129,7 +129,8 @@ class PlanetTrainer(Trainer):
             save_episode(self.dirs[split], {"image": np.stack(ep["image"]).astype(np.uint8),
                                             "action": np.stack(ep["action"]).astype(np.float32),
                                             "reward": np.asarray(ep["reward"], np.float32),
-                                            "discount": np.asarray(ep["discount"], np.float32)})
+                                            "discount": np.asarray(ep["discount"], np.float32)},
+                         index=self.episodes[split] if index is None else index)
         self._times["episodes"] += 1
         self._times["episode_s"] += time.perf_counter() - t0
         return total, n
