@@ -420,3 +420,43 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
             assert abs(a[k] - b[k]) <= 0.25 * abs(a[k]) + 1e-2, (k, a[k], b[k])
         assert b["grad_norm"] > 0 and np.isfinite(b["sac_critic_loss"])
     assert one[-1]["image"] < one[0]["image"] and two[-1]["image"] < two[0]["image"]
+
+
+def test_every_shipped_planet_config_resolves():
+    from tf_rlnas.registry import shipped_configs
+    cfgs = shipped_configs("planet")
+    assert {"point_reach", "point_reach_sac", "dmc_cartpole_swingup", "dmc_cheetah_run", "dmc_walker_walk",
+            "dmc_cartpole_swingup_cpu", "dmc_cartpole_swingup_sac", "smoke"} <= set(cfgs)
+    for name, path in cfgs.items():
+        base = [] if name in ("point_reach", "smoke", "point_reach_sac") or name.startswith("dmc_") and \
+            not name.endswith("_sac") else [cfgs["dmc_cartpole_swingup"]]
+        cfg = C.resolve(PlanetConfig, base + [path], ["init.from_run=somewhere"] if name.endswith("_sac") and
+                        "dmc" in name else [])
+        assert cfg.train.chunk >= 2
+    paper = C.resolve(PlanetConfig, [cfgs["dmc_cartpole_swingup"]], [])
+    assert (paper.model.deter, paper.model.stoch, paper.planner.candidates, paper.train.batch) == (200, 30, 1000, 50)
+
+
+@pytest.mark.timeout(900)
+def test_multi_worker_training_two_processes(tmp_path):
+    """MultiWorkerMirroredStrategy, 2 CLI processes on loopback: the chief alone seeds, collects and
+    writes the run directory; the other worker reads the shared episode folders with its own loader
+    seed; gradients are all-reduced, so both end with the same weights (SAC heads included: they
+    train on the all-gathered features with the same seeds)."""
+    from tests.test_hardening import _run_workers, _weights
+    argv = ["train", "planet", "--config", CFG[0], "--config", CFG[1], "--set", "distribute.strategy=multi_worker",
+            "--set", "sac.enabled=true", "--set", "sac.agent.actor_hidden=[8]", "--set", "sac.agent.critic_hidden=[8]",
+            "--run-dir", "mw", "--no-progress"]
+    _run_workers(argv, str(tmp_path))
+    chief = _weights(str(tmp_path / "mw" / "checkpoints"), prefix="agent/")
+    other = _weights(str(tmp_path / "mw" / "workers" / "worker-1" / "checkpoints"), prefix="agent/")
+    assert len(chief) > 30 and chief.keys() == other.keys()
+    for n in chief:
+        if n.startswith("agent/rng/"):  # the chief's generator also drew the acting noise
+            continue
+        np.testing.assert_array_equal(chief[n], other[n], err_msg=n)
+    assert int(chief["agent/updates/.ATTRIBUTES/VARIABLE_VALUE"]) == 10
+    assert sorted(os.listdir(tmp_path / "mw")) == ["checkpoints", "config.yaml", "summary.json", "tb", "test_episodes",
+                                                    "train_episodes", "workers"]
+    assert os.listdir(tmp_path / "mw" / "workers" / "worker-1") == ["checkpoints"]
+    assert len(list_episodes(str(tmp_path / "mw" / "train_episodes"))) == 2 + 10 // 4  # the chief's, once

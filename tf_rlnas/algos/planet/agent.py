@@ -98,11 +98,17 @@ class PlanetAgent(tf.Module):
         return out
 
     # ---- the compiled step --------------------------------------------------------------------
-    def set_datasets(self, train_ds, test_ds) -> None:
-        """Global batches; under a strategy each is split over the replicas."""
-        if self.strategy is not None:
-            train_ds = self.strategy.experimental_distribute_dataset(train_ds)
-            test_ds = self.strategy.experimental_distribute_dataset(test_ds)
+    def set_datasets(self, train_ds, test_ds, per_worker: bool = False) -> None:
+        """Under a strategy: global batches split over the replicas, or (``per_worker``,
+        multi-worker with one replica per worker) each worker's own pipeline - its own loader seed
+        over the shared episode folders - gives its replica's batch."""
+        st = self.strategy
+        if st is not None and per_worker:
+            train_ds = st.distribute_datasets_from_function(lambda ctx, ds=train_ds: ds)
+            test_ds = st.distribute_datasets_from_function(lambda ctx, ds=test_ds: ds)
+        elif st is not None:
+            train_ds = st.experimental_distribute_dataset(train_ds)
+            test_ds = st.experimental_distribute_dataset(test_ds)
         self._iterators = (iter(train_ds), iter(test_ds))
         self.step = tf.function(self._step, input_signature=[tf.TensorSpec([], tf.int32)])
 

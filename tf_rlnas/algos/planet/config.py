@@ -99,9 +99,6 @@ class PlanetConfig:
     distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
 
     def validate(self) -> None:
-        if self.distribute.strategy == "multi_worker":
-            raise ConfigError("config key 'distribute.strategy' = 'multi_worker' is not supported by planet yet "
-                              "(every worker would collect its own episodes); use 'mirrored' on one host")
         if self.planner.top_k > self.planner.candidates:
             raise ConfigError("config key 'planner.top_k' must not exceed planner.candidates")
         if self.sac.act_with == "actor" and not self.sac.enabled:

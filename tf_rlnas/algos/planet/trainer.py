@@ -68,11 +68,23 @@ class PlanetTrainer(Trainer):
         self.agent = PlanetAgent(cfg, self.act_dim, s[0], self.strategy)
         t = cfg.train
         size = cfg.env.image_size
-        train_ds, self.train_loader = chunk_dataset(self.dirs["train"], t.chunk, t.batch, size, self.act_dim, s[1],
+        # multi-worker: each worker's pipeline gives its share of the global batch, from its own
+        # loader seed (worker 0 = the chief keeps the single-process seeds)
+        workers = 1
+        if cfg.distribute.strategy == "multi_worker":
+            from tf_rlnas.core.distribute import tf_config_task
+            task = tf_config_task()
+            workers = sum(len(v) for k, v in task[2].items() if k in ("chief", "worker")) if task else 1
+        if t.batch % max(workers, 1):
+            raise UserError(f"config key 'train.batch' ({t.batch}) must be a multiple of the {workers} workers")
+        rank = 0 if self.is_chief else int(self.task_name.rsplit("-", 1)[-1]) + 1
+        ls = derive_seeds(cfg.run.seed + 1_000 * rank, 2, salt=42) if rank else s[1:3]
+        per = t.batch // max(workers, 1)
+        train_ds, self.train_loader = chunk_dataset(self.dirs["train"], t.chunk, per, size, self.act_dim, ls[0],
                                                     max_cache_steps=t.max_cache_steps)
-        test_ds, self.test_loader = chunk_dataset(self.dirs["test"], t.chunk, t.batch, size, self.act_dim, s[2],
+        test_ds, self.test_loader = chunk_dataset(self.dirs["test"], t.chunk, per, size, self.act_dim, ls[1],
                                                   max_cache_steps=t.max_cache_steps)
-        self.agent.set_datasets(train_ds, test_ds)
+        self.agent.set_datasets(train_ds, test_ds, per_worker=workers > 1)
         self.episodes = {"train": 0, "test": 0}  # episodes this run has simulated (the env seeds)
         self.env_steps = 0
         self._times = {"episodes": 0, "episode_s": 0.0, "steps": 0, "step_s": 0.0}
@@ -140,7 +152,18 @@ class PlanetTrainer(Trainer):
         self.episodes[split] += 1
         return int((base + self.episodes[split]) % (2**31 - 1))
 
+    def wait_for_seed_episodes(self, timeout: float = 1800.0) -> None:
+        """A non-chief worker: wait until the chief has written the seed episodes."""
+        t0 = time.time()
+        while any(len(readable_episodes(self.dirs[s])) < self.cfg.train.seed_episodes for s in ("train", "test")):
+            if time.time() - t0 > timeout:
+                raise UserError(f"no seed episodes from the chief in {self.run_dir} after {timeout:.0f} s "
+                                f"(is the run directory on a filesystem every worker sees?)")
+            time.sleep(0.5)
+
     def seed_episodes(self) -> None:
+        if not self.is_chief:
+            return self.wait_for_seed_episodes()
         for split in ("train", "test"):
             have = len(readable_episodes(self.dirs[split]))  # corrupt files do not count
             for _ in range(max(0, self.cfg.train.seed_episodes - have)):
@@ -177,11 +200,12 @@ class PlanetTrainer(Trainer):
         self._times["step_s"] += time.perf_counter() - t0
         step = it + 1
         episode_metrics = {}
-        if phase == TRAIN and int(self.agent.updates.numpy()) % t.collect_every == 0:
+        # the environment: the chief alone (the policy's weights are the same on every worker)
+        if self.is_chief and phase == TRAIN and int(self.agent.updates.numpy()) % t.collect_every == 0:
             ret, n = self.run_episode("train", "explore", self._episode_seed("train"))
             self.env_steps += n
             episode_metrics.update({"train/return": ret, "train/episode_length": float(n)})
-        if phase == TEST and it % (t.train_steps + t.test_steps) == t.train_steps:
+        if self.is_chief and phase == TEST and it % (t.train_steps + t.test_steps) == t.train_steps:
             episode_metrics.update(self.test_episodes(t.test_episodes))
         if episode_metrics:
             episode_metrics.update({"train/env_steps": float(self.env_steps),
@@ -228,6 +252,8 @@ class PlanetTrainer(Trainer):
         return {k: metrics[k] for k in keys if k in metrics}
 
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
+        if not self.is_chief:
+            return {}
         rets = [self.run_episode(None, "greedy", 10_000 + i)[0] for i in range(episodes or self.cfg.train.test_episodes)]
         return {"eval/return": float(np.mean(rets)), "eval/return_std": float(np.std(rets)),
                 "eval/episodes": float(len(rets))}
