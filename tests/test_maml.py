@@ -90,46 +90,40 @@ def test_native_vector_envs_step_like_the_gymnasium_envs(normalized):
     np.testing.assert_allclose(freq, t[0]["transitions"][0, 2], atol=0.015)
 
 
-def test_gym_task_vec_in_worker_processes_matches_in_process():
+def _ten_steps(workers: int, backend: str = "process"):
+    """Reset observations and 10 steps of rewards of 2 HalfCheetahVel tasks x 2 episodes."""
     tasks = gym.make("tf_rlnas/HalfCheetahVel-v0").unwrapped.sample_tasks(2, np.random.default_rng(1))
-    out = []
-    for workers in (1, 2):
-        v = GymTaskVec("tf_rlnas/HalfCheetahVel-v0", {}, 4, workers=workers)
-        v.set_tasks(tasks, 2)
-        rng = np.random.default_rng(5)
-        o = v.reset(rng)
-        a = np.random.default_rng(2).uniform(-1, 1, size=(10, 2, 2, 6))
-        rs = [v.step(a[i], rng)[1] for i in range(10)]
-        v.close()
-        out.append((o, np.stack(rs)))
-    np.testing.assert_array_equal(out[0][0], out[1][0])
-    np.testing.assert_array_equal(out[0][1], out[1][1])
-    assert out[0][1].std() > 0
+    v = GymTaskVec("tf_rlnas/HalfCheetahVel-v0", {}, 4, workers=workers, backend=backend)
+    kind = ("ray", len(v.actors), len(v.procs)) if backend == "ray" else ("process", len(v.procs))
+    v.set_tasks(tasks, 2)
+    rng = np.random.default_rng(5)
+    o = v.reset(rng)
+    a = np.random.default_rng(2).uniform(-1, 1, size=(10, 2, 2, 6))
+    rs = np.stack([v.step(a[i], rng)[1] for i in range(10)])
+    v.close()
+    return o, rs, kind
+
+
+def test_gym_task_vec_in_worker_processes_matches_in_process():
+    (o1, r1, _), (o2, r2, kind) = _ten_steps(1), _ten_steps(2)
+    assert kind == ("process", 2)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(r1, r2)
+    assert r1.std() > 0
 
 
 def test_ray_sampler_matches_the_process_sampler_on_a_local_ray_instance():
     """The Ray backend (2 actors on a local Ray instance) is the same interface as the process
     backend and, with the same RNG, steps out the same episodes bit for bit."""
     ray = pytest.importorskip("ray")
-    tasks = gym.make("tf_rlnas/HalfCheetahVel-v0").unwrapped.sample_tasks(2, np.random.default_rng(1))
-    out = []
     try:
-        for backend in ("process", "ray"):
-            v = GymTaskVec("tf_rlnas/HalfCheetahVel-v0", {}, 4, workers=2, backend=backend)
-            if backend == "ray":
-                assert len(v.actors) == 2 and not v.procs
-            v.set_tasks(tasks, 2)
-            rng = np.random.default_rng(5)
-            o = v.reset(rng)
-            a = np.random.default_rng(2).uniform(-1, 1, size=(10, 2, 2, 6))
-            rs = [v.step(a[i], rng)[1] for i in range(10)]
-            v.close()
-            out.append((o, np.stack(rs)))
+        (o1, r1, _), (o2, r2, kind) = _ten_steps(2), _ten_steps(2, "ray")
     finally:
         ray.shutdown()
-    np.testing.assert_array_equal(out[0][0], out[1][0])
-    np.testing.assert_array_equal(out[0][1], out[1][1])
-    assert out[1][1].std() > 0
+    assert kind == ("ray", 2, 0)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(r1, r2)
+    assert r2.std() > 0
 
 
 def test_gae_with_masks_matches_a_hand_computation():

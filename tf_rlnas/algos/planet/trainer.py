@@ -208,7 +208,7 @@ class PlanetTrainer(Trainer):
         if self.is_chief and phase == TEST and it % (t.train_steps + t.test_steps) == t.train_steps:
             episode_metrics.update(self.test_episodes(t.test_episodes))
         if episode_metrics:
-            episode_metrics.update({"train/env_steps": float(self.env_steps),
+            episode_metrics.update({"train/agent_steps": float(self.env_steps),
                                     "time/episodes_per_s": self._times["episodes"] / max(self._times["episode_s"], 1e-9),
                                     "time/updates_per_s": self._times["steps"] / max(self._times["step_s"], 1e-9)})
             self.logger.scalars(episode_metrics, step=step)
