@@ -46,8 +46,8 @@ def test_point_reach_is_a_valid_gymnasium_pixel_env_with_action_repeat():
     assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
     # action repeat 2: the reward is the sum over two physics steps, 25 agent steps per episode
     p0, v0 = env.p.copy(), env.v.copy()
-    a = np.array([1.0, -0.5], np.float32)
-    _, r, term, trunc, info = env.step(a)
+    a = np.array([1.0, -0.5])
+    _, r, term, trunc, info = env.step(a.astype(np.float32))
     v1 = 0.8 * v0 + 0.05 * a
     p1 = np.clip(p0 + v1, -1, 1)
     v2 = 0.8 * v1 + 0.05 * a
