@@ -40,7 +40,7 @@ def fake_episode(n: int, value: float, act_dim: int = 2) -> dict:
 
 def test_point_reach_is_a_valid_gymnasium_pixel_env_with_action_repeat():
     from gymnasium.utils.env_checker import check_env
-    env = PointReach()
+    env = PointReach(max_steps=50)
     check_env(env, skip_render_check=True)
     obs, _ = env.reset(seed=3)
     assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
@@ -155,7 +155,7 @@ def test_episode_convention_action_t_led_to_image_t(tmp_path):
     ep = load_episode(list_episodes(tr.dirs["train"])[0])
     assert n == 25 and len(ep["reward"]) == 26
     assert np.all(ep["action"][0] == 0) and ep["reward"][0] == 0 and np.all(ep["discount"] == 1)
-    env = PointReach()
+    env = PointReach(max_steps=50)
     obs, _ = env.reset(seed=11)
     np.testing.assert_array_equal(obs, ep["image"][0])
     for t in range(1, n + 1):
