@@ -183,6 +183,22 @@ def test_second_order_meta_gradient_matches_finite_differences_and_differs_from_
     assert rel > 0.05, rel  # the second-order terms matter at this step size
 
 
+@pytest.mark.parametrize("first_order", [False, True])
+def test_gauss_newton_hvp_equals_double_backprop_at_the_trpo_point(first_order):
+    """J^T F J v (forward-mode JVP + reverse VJP through the adaptation) equals the double-backprop
+    Hessian-vector product of the mean KL through the adaptation, where new' = old'."""
+    pol, learner, train, valid = _tiny_learner(first_order)
+    lrs = tf.constant([0.5])
+    old_logp, old_dist = learner.old_policy(train, lrs, valid)
+    n = sum(int(np.prod(v.shape)) for v in learner.variables)
+    for seed in (0, 1):
+        v = tf.constant(np.random.default_rng(seed).normal(size=n), tf.float32)
+        gn = learner.make_hvp(train, lrs, valid, old_logp, old_dist, "gauss_newton")(v).numpy()
+        db = learner.make_hvp(train, lrs, valid, old_logp, old_dist, "double_backprop")(v).numpy()
+        np.testing.assert_allclose(gn, db, rtol=1e-3, atol=1e-5 * np.abs(db).max())
+        assert np.dot(gn, v.numpy()) > 0  # positive definite along v
+
+
 def test_meta_iterations_trace_once_and_adaptation_helps_on_2dnav(tmp_path):
     cfg = C.resolve(MAMLConfig, [os.path.join(REPO, "configs/maml_trpo/2dnav.yaml")],
                     ["maml.meta_batch=10", "maml.fast_batch=10", "train.meta_iterations=8", "train.eval_tasks=10",

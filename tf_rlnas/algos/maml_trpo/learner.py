@@ -53,6 +53,7 @@ class MAMLLearner:
         self.gamma, self.lam, self.normalize = m.gamma, m.gae_lambda, m.normalize_advantages
         self.first_order, self.num_steps = m.first_order, m.num_steps
         self.max_kl, self.damping, self.cg_iters = m.max_kl, m.cg_damping, m.cg_iters
+        self.hvp_method = m.hvp
         self.variables = [p.value for p in policy.params]  # the raw tf.Variables
         f32 = tf.float32
         act = (tf.TensorSpec([k, e, t], tf.int32) if not policy.gaussian
@@ -174,17 +175,53 @@ class MAMLLearner:
             loss, _ = self._surrogate_kl(train_batches, lrs, valid, old_logp, old_dist)
         grad = trpo.flat_concat(tape.gradient(loss, self.variables))
 
-        def hvp(v):
-            with tf.GradientTape() as outer:
-                with tf.GradientTape() as inner:
-                    _, kl = self._surrogate_kl(train_batches, lrs, valid, old_logp, old_dist)
-                g = trpo.flat_concat(inner.gradient(kl, self.variables))
-                gv = tf.reduce_sum(g * tf.stop_gradient(v))
-            return trpo.flat_concat(outer.gradient(gv, self.variables)) + self.damping * v
-
+        hvp = self.make_hvp(train_batches, lrs, valid, old_logp, old_dist)
         step_dir, residual = trpo.conjugate_gradient(hvp, grad, self.cg_iters)
         scale = trpo.step_size(step_dir, hvp(step_dir), self.max_kl)
         return loss, step_dir * scale, residual, old_logp, old_dist, tf.linalg.norm(grad)
+
+    def make_hvp(self, train_batches, lrs, valid, old_logp, old_dist, method: str | None = None):
+        """``v -> H v + damping v`` for H the Hessian of the mean KL w.r.t. the meta-parameters at
+        the current theta (where new' = old').
+
+        ``double_backprop``: grad of <grad KL, v> through the whole adaptation (exact; third-order
+        terms through the inner gradient at every call). ``gauss_newton``: J^T F (J v) with
+        J = d theta' / d theta and F the Fisher of the KL at theta' - also exact at this point,
+        because grad_theta' KL = 0 where new' = old', so the curvature term of theta'(theta)
+        vanishes; J v is a forward-mode JVP through the adaptation, J^T u a reverse VJP on a tape
+        kept for all CG iterations, F u a double backprop through the policy alone."""
+        method = method or self.hvp_method
+        if method == "double_backprop":
+            def hvp(v):
+                with tf.GradientTape() as outer:
+                    with tf.GradientTape() as inner:
+                        _, kl = self._surrogate_kl(train_batches, lrs, valid, old_logp, old_dist)
+                    g = trpo.flat_concat(inner.gradient(kl, self.variables))
+                    gv = tf.reduce_sum(g * tf.stop_gradient(v))
+                return trpo.flat_concat(outer.gradient(gv, self.variables)) + self.damping * v
+            return hvp
+        obs, _, _, mask = valid
+        with tf.GradientTape(persistent=True) as adapt_tape:
+            adapted = self.adapted(train_batches, lrs)
+        at = [tf.stop_gradient(p) for p in adapted]
+
+        def fisher(u):
+            with tf.GradientTape() as t2:
+                t2.watch(at)
+                with tf.GradientTape() as t1:
+                    t1.watch(at)
+                    kl = self._kl(self._dist_params(at, obs), old_dist, mask)
+                g = t1.gradient(kl, at)
+                gu = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(g, u)])
+            return t2.gradient(gu, at)
+
+        def hvp(v):
+            with tf.autodiff.ForwardAccumulator(self.variables, trpo.unflatten(v, self.variables)) as acc:
+                ad = self.adapted(train_batches, lrs)
+            jv = [tf.zeros_like(p) if j is None else j for p, j in zip(ad, acc.jvp(ad))]
+            jt = adapt_tape.gradient(adapted, self.variables, output_gradients=fisher(jv))
+            return trpo.flat_concat(jt) + self.damping * v
+        return hvp
 
     def _evaluate(self, train_batches, lrs, valid, old_logp, old_dist):
         self.traces["evaluate"] += 1
