@@ -28,6 +28,13 @@ def diag_gaussian(mu: tf.Tensor, sigma: tf.Tensor) -> tfd.Distribution:
     return tfd.Independent(tfd.Normal(loc=mu, scale=sigma), reinterpreted_batch_ndims=1)
 
 
+def diag_gaussian_kl(mean1, std1, mean2, std2) -> tf.Tensor:
+    """KL(N(mean1, std1) || N(mean2, std2)) of diagonal Gaussians, summed over the last axis
+    (closed form; MAML's trust region and PlaNet's latent KL)."""
+    kl = tf.math.log(std2 / std1) + (tf.square(std1) + tf.square(mean1 - mean2)) / (2 * tf.square(std2)) - 0.5
+    return tf.reduce_sum(kl, -1)
+
+
 def categorical(logits: tf.Tensor) -> tfd.Distribution:
     return tfd.Categorical(logits=logits)
 

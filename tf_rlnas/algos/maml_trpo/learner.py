@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from tf_rlnas.algos.maml_trpo import baseline, trpo
 from tf_rlnas.algos.maml_trpo.policies import MetaPolicy
+from tf_rlnas.distributions import diag_gaussian_kl
 
 
 def masked_mean(x, mask, axis=(1, 2)):
@@ -145,7 +146,7 @@ class MAMLLearner:
         """mean over tasks of the masked mean KL(new || old)."""
         if self.policy.gaussian:
             (mn, sn), (mo, so) = new, old
-            kl = tf.reduce_sum(tf.math.log(so / sn) + (tf.square(sn) + tf.square(mn - mo)) / (2 * tf.square(so)) - 0.5, -1)
+            kl = diag_gaussian_kl(mn, sn, mo, so)
         else:
             ln, lo = new[0], old[0]
             kl = tf.reduce_sum(tf.exp(ln) * (ln - lo), -1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tf_rlnas.distributions import diag_gaussian_kl
 from tf_rlnas.nn.mlp import mlp
 
 
@@ -133,9 +134,7 @@ class RSSM(keras.Model):
 
 def kl_divergence(post: dict, prior: dict):
     """KL(post || prior) of diagonal Gaussians, summed over the stochastic dims."""
-    m1, s1, m2, s2 = post["mean"], post["std"], prior["mean"], prior["std"]
-    kl = tf.math.log(s2 / s1) + (tf.square(s1) + tf.square(m1 - m2)) / (2 * tf.square(s2)) - 0.5
-    return tf.reduce_sum(kl, -1)
+    return diag_gaussian_kl(post["mean"], post["std"], prior["mean"], prior["std"])
 
 
 def preprocess(image, seed, bits: int = 5):

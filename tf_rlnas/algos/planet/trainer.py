@@ -28,6 +28,7 @@ from tf_rlnas.core.checkpoint import atomic_write_text
 from tf_rlnas.core.logging import say
 from tf_rlnas.core.seeding import derive_seeds
 from tf_rlnas.core.trainer import ExportSpec, Trainer
+from tf_rlnas.distributions import scale_action
 from tf_rlnas.envs.pixels import ProcessEnv, make_pixel_env
 from tf_rlnas.errors import UserError
 from tf_rlnas.replay.episodes import chunk_dataset, episode_length, readable_episodes, save_episode
@@ -88,6 +89,9 @@ class PlanetTrainer(Trainer):
         self.episodes = {"train": 0, "test": 0}  # episodes this run has simulated (the env seeds)
         self.env_steps = 0
         self._times = {"episodes": 0, "episode_s": 0.0, "steps": 0, "step_s": 0.0}
+        self._seeded = False            # seed episodes checked this session
+        self._last_episode_metrics: dict[str, float] = {}  # for the progress bar
+        self._ol_iter = None            # test chunks for the open-loop images (made on first use)
 
     def close(self) -> None:
         if hasattr(self, "env") and hasattr(self.env, "close"):
@@ -108,7 +112,7 @@ class PlanetTrainer(Trainer):
 
     # ---- acting -----------------------------------------------------------------------------
     def _scale(self, a: np.ndarray) -> np.ndarray:
-        return self.low + (np.clip(a, -1, 1) + 1.0) * 0.5 * (self.high - self.low)
+        return scale_action(np.clip(a, -1, 1), self.low, self.high)
 
     def run_episode(self, split: str | None, mode: str, seed: int, index: int | None = None) -> tuple[float, int]:
         """One episode acting by ``mode`` ('random', 'explore', 'greedy', 'actor', 'cem'); saved
@@ -183,7 +187,7 @@ class PlanetTrainer(Trainer):
     def train_iteration(self) -> dict[str, float]:
         t = self.cfg.train
         it = int(self.iteration.numpy())
-        if it == 0 or not getattr(self, "_seeded", False):
+        if not self._seeded:
             self.seed_episodes()
             self._seeded = True
         phase = self.phase_of(it)
@@ -214,7 +218,7 @@ class PlanetTrainer(Trainer):
             self.logger.scalars(episode_metrics, step=step)
         if t.image_summary_every and step % t.image_summary_every == 0:
             self.log_openloop(step)
-        self._last_episode_metrics = {**getattr(self, "_last_episode_metrics", {}), **episode_metrics}
+        self._last_episode_metrics.update(episode_metrics)
         return metrics  # episode metrics were logged above at this step (not on log_every)
 
     def test_episodes(self, n: int, split: str | None = "test") -> dict[str, float]:
@@ -239,7 +243,7 @@ class PlanetTrainer(Trainer):
         self.logger.images("openloop/truth_model_error", self.agent.openloop(batch), step)
 
     def _openloop_iter(self):
-        if not hasattr(self, "_ol_iter"):
+        if self._ol_iter is None:
             t = self.cfg.train
             ds, _ = chunk_dataset(self.dirs["test"], t.chunk, 3, self.cfg.env.image_size, self.act_dim,
                                   derive_seeds(self.cfg.run.seed, 1, salt=49)[0], every=30)
@@ -247,7 +251,7 @@ class PlanetTrainer(Trainer):
         return self._ol_iter
 
     def progress_metrics(self, metrics):
-        metrics = {**metrics, **getattr(self, "_last_episode_metrics", {})}
+        metrics = {**metrics, **self._last_episode_metrics}
         keys = ("loss/total", "loss/image", "train/return", "test/return")
         return {k: metrics[k] for k in keys if k in metrics}
 
@@ -357,8 +361,7 @@ class PlanetPolicyModule(tf.Module):
         return self.agent.filter({"deter": deter, "stoch": stoch}, prev_action, image, None, sample=False)
 
     def _out(self, action, post):
-        scaled = self.low + (action + 1.0) * 0.5 * (self.high - self.low)
-        return {"action": scaled[None], "deter": post["deter"], "stoch": post["stoch"]}
+        return {"action": scale_action(action, self.low, self.high)[None], "deter": post["deter"], "stoch": post["stoch"]}
 
     def _cem(self, post, seed):
         return self.agent.plan(post, tf.cast(tf.stack([seed, tf.constant(7, tf.int64)]), tf.int32))
