@@ -126,15 +126,16 @@ def test_episode_files_are_atomic_named_and_corrupt_ones_are_skipped_with_one_wa
 
 def test_loader_takes_half_from_new_episodes_and_bounds_its_cache(tmp_path):
     d = str(tmp_path / "eps")
+    # indexed ids (as the trainer writes them): name order = creation order within one second
     for v in (1, 2, 3, 4):
-        save_episode(d, fake_episode(10, v))
-    save_episode(d, fake_episode(3, 99))  # shorter than a chunk: never sampled
+        save_episode(d, fake_episode(10, v), index=v)
+    save_episode(d, fake_episode(3, 99), index=99)  # shorter than a chunk: never sampled
     loader = ChunkLoader(d, 6, 8, seed=0, max_cache_steps=40)
     gen = loader()
     first = [next(gen)["reward"][0] for _ in range(8)]
     assert set(first) <= {1, 2, 3, 4} and 99 not in first
     for v in (5, 6):
-        save_episode(d, fake_episode(10, v))
+        save_episode(d, fake_episode(10, v), index=v)
     second = [next(gen)["reward"][0] for _ in range(8)]
     # round 2: the two new episodes first (all of them: fewer than half a round), then the cache
     assert sorted(second[:2]) == [5, 6] and set(second[2:]) <= {1, 2, 3, 4}
