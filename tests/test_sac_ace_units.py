@@ -26,6 +26,27 @@ def test_ring_buffer_capacity_and_state_roundtrip():
     assert s["obs"].shape == (3, 4, 2) and set(s["rewards"].ravel()) <= {2, 3, 4, 5, 6}
 
 
+def test_tf_replay_append_with_keep_mask_wraps_and_samples_only_stored_rows():
+    """The compiled append: rows with keep = 0 go to the never-sampled trash row; the ring wraps;
+    sampling with the learner's tf.random.Generator draws only stored rows, reproducibly."""
+    buf = ReplayBuffer(4, 1, 1)
+    append = tf.function(buf.append)
+    for step in range(3):  # 3 vector steps of 2 envs; env 1 is "resetting" at step 1
+        base = 10.0 * step
+        keep = np.array([1, 0 if step == 1 else 1], np.float32)
+        obs = np.array([[base], [base + 1]], np.float32)
+        n = append(obs, obs, obs[:, 0], obs + 0.5, np.zeros(2, np.float32), keep)
+        assert int(n) == int(keep.sum())
+    assert len(buf) == 4 and int(buf.ptr.numpy()) == 1  # 5 stored, capacity 4: the oldest evicted
+    np.testing.assert_array_equal(buf.state()["rewards"], [1.0, 10.0, 20.0, 21.0])  # 11 was not kept
+    np.testing.assert_array_equal(buf.vars["rewards"].numpy()[4], 11.0)  # ... it went to the trash row
+    g1, g2 = tf.random.Generator.from_seed(3), tf.random.Generator.from_seed(3)
+    s1, s2 = buf.sample(g1, 64, 5), buf.sample(g2, 64, 5)
+    np.testing.assert_array_equal(s1["obs"], s2["obs"])
+    assert s1["obs"].shape == (5, 64, 1) and set(s1["rewards"].ravel()) == {1.0, 10.0, 20.0, 21.0}
+    np.testing.assert_array_equal(s1["next_obs"], s1["obs"] + 0.5)  # rows stay whole
+
+
 def test_vector_autoreset_and_truncation_semantics():
     """Truncation is not terminal, and no transition joins two episodes across an autoreset."""
     venv = gym.vector.SyncVectorEnv([lambda: make_env("Pendulum-v1", seed=1, max_episode_steps=3)] * 2)

@@ -228,7 +228,12 @@ def cmd_bench(args) -> int:
     files = [_config_path(n, args.algo) for n in args.config]
     cfg = C.resolve(spec.load("config"), files, args.set)
     _import_tf_quietly()
-    spec.load("bench")(cfg, seconds=args.seconds)
+    extra = {}
+    if args.compare:
+        if args.algo not in ("sac", "ace"):
+            raise UserError("--compare is only for 'sac' and 'ace' (peers: sb3, sbx)")
+        extra = {"compare": tuple(args.compare), "peer_python": args.peer_python}
+    spec.load("bench")(cfg, seconds=args.seconds, **extra)
     return 0
 
 
@@ -282,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--config", action="append", default=[], metavar="FILE")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--seconds", type=float, default=5.0, help="time per measurement (default 5)")
+    b.add_argument("--compare", action="append", default=[], choices=["sb3", "sbx"],
+                   help="sac/ace: also measure Stable-Baselines3 / SBX at the same sizes in a subprocess "
+                        "(never a dependency: install it in a separate venv, see --peer-python)")
+    b.add_argument("--peer-python", default=None, metavar="PYTHON",
+                   help="the Python that has the peer installed (default: this one)")
     b.set_defaults(fn=cmd_bench)
     return p
 

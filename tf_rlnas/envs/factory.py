@@ -72,6 +72,36 @@ def env_spaces(env: gym.Env) -> tuple[int, int, np.ndarray, np.ndarray]:
     return int(obs.shape[0]), int(act.shape[0]), act.low.astype(np.float32), act.high.astype(np.float32)
 
 
+class RNGStateAccess(gym.Wrapper):
+    """Exposes the wrapped env's RNG state as the attribute ``tf_rlnas_rng`` so a vector env (sync
+    or async: ``get_attr`` / ``set_attr``) can save and restore every sub-env's stream."""
+
+    @property
+    def tf_rlnas_rng(self) -> dict:
+        return rng_state(self.env)
+
+    @tf_rlnas_rng.setter
+    def tf_rlnas_rng(self, state: dict) -> None:
+        set_rng_state(self.env, state)
+
+
+def _wrapped_env(env_id, seed, max_episode_steps, kwargs):
+    return RNGStateAccess(make_env(env_id, seed=seed, max_episode_steps=max_episode_steps, kwargs=kwargs))
+
+
+def make_vector_env(env_id: str, seeds, max_episode_steps: int | None, kwargs: dict | None,
+                    mode: str = "auto") -> gym.vector.VectorEnv:
+    """A gymnasium vector env of ``len(seeds)`` copies (default NEXT_STEP autoreset); ``mode`` sync,
+    async (one spawned process per env) or auto (async for more than one env)."""
+    import functools
+
+    fns = [functools.partial(_wrapped_env, env_id, int(s), max_episode_steps, dict(kwargs or {})) for s in seeds]
+    if mode == "async" or (mode == "auto" and len(fns) > 1):
+        make_env(env_id, max_episode_steps=max_episode_steps, kwargs=kwargs).close()  # errors here, as one line
+        return gym.vector.AsyncVectorEnv(fns, context="spawn")
+    return gym.vector.SyncVectorEnv(fns)
+
+
 def rng_state(env: gym.Env) -> dict:
     """The environment's RNG state (for identical resumption)."""
     return {"env": env.unwrapped.np_random.bit_generator.state,

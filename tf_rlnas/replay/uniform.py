@@ -1,65 +1,90 @@
-"""Uniform replay: a NumPy ring buffer of (obs, action, reward, next_obs, terminated).
+"""Uniform replay kept on the TensorFlow side, and the vector-env transition builder.
+
+:class:`ReplayBuffer` stores (obs, action, reward, next_obs, terminated) in ``tf.Variable``s so a
+compiled training step appends and samples without host copies. Appends are fixed-shape scatters:
+a row that is not a transition (``keep = 0``) is written to one extra "trash" row that is never
+sampled, so the same code runs under XLA and for any number of kept rows. Sampling draws indices
+from a ``tf.random.Generator`` (the learner's, checkpointed).
 
 ``terminated`` is the true end of the task only; a time-limit truncation is stored as NOT
-terminal so the critic bootstraps through it. :func:`VectorTransitions` turns gymnasium 1.x
-vector-env steps (default ``NEXT_STEP`` autoreset) into transitions without ever joining the
-last observation of one episode to the first of the next. The buffer's arrays go into the
-run's checkpoint side file, so a resumed run continues with its data.
+terminal so the critic bootstraps through it. :class:`VectorTransitions` turns gymnasium 1.x
+vector-env steps (default ``NEXT_STEP`` autoreset) into keep masks without ever joining the last
+observation of one episode to the first of the next. ``state()`` / ``load_state()`` move the
+contents oldest-first to NumPy for the run's checkpoint side file.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
+
+FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
 
 
-class ReplayBuffer:
+class ReplayBuffer(tf.Module):
     def __init__(self, capacity: int, obs_dim: int, act_dim: int):
+        super().__init__(name="replay")
         self.capacity = int(capacity)
-        self.obs = np.zeros((capacity, obs_dim), np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
-        self.actions = np.zeros((capacity, act_dim), np.float32)
-        self.rewards = np.zeros((capacity,), np.float32)
-        self.terminated = np.zeros((capacity,), np.float32)
-        self.ptr = 0
-        self.size = 0
+        rows = self.capacity + 1  # + the trash row
+        z = lambda *shape: tf.Variable(tf.zeros((rows, *shape), tf.float32), trainable=False)  # noqa: E731
+        self.vars = {"obs": z(obs_dim), "actions": z(act_dim), "rewards": z(), "next_obs": z(obs_dim),
+                     "terminated": z()}
+        self.ptr = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.count = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def __len__(self) -> int:
-        return self.size
+        return int(self.count.numpy())
 
+    # ---- graph-side (also fine eagerly) -------------------------------------------------------
+    def append(self, obs, actions, rewards, next_obs, terminated, keep) -> tf.Tensor:
+        """Store the rows with ``keep`` != 0 (in order); returns how many were stored."""
+        keep = tf.cast(keep > 0, tf.int64)
+        pos = tf.cumsum(keep) - 1
+        idx = tf.where(keep > 0, (self.ptr + pos) % self.capacity, self.capacity)[:, None]
+        for name, val in zip(FIELDS, (obs, actions, rewards, next_obs, terminated)):
+            self.vars[name].scatter_nd_update(idx, tf.cast(val, tf.float32))
+        n = tf.reduce_sum(keep)
+        self.ptr.assign((self.ptr + n) % self.capacity)
+        self.count.assign(tf.minimum(self.count + n, self.capacity))
+        return n
+
+    def sample_tf(self, rng: tf.random.Generator, n_batches, batch_size: int) -> dict[str, tf.Tensor]:
+        """``n_batches`` uniform batches stacked on a leading axis: [n, B, ...]."""
+        idx = rng.uniform(tf.stack([tf.cast(n_batches, tf.int32), batch_size]), 0, self.count, dtype=tf.int64)
+        return {k: tf.gather(v, idx) for k, v in self.vars.items()}
+
+    # ---- host-side API --------------------------------------------------------------------------
     def add(self, obs, actions, rewards, next_obs, terminated) -> None:
-        """Add a batch of transitions (leading axis = transitions)."""
+        """Add a batch of transitions from NumPy (leading axis = transitions)."""
         n = len(rewards)
-        idx = (self.ptr + np.arange(n)) % self.capacity
-        self.obs[idx] = obs
-        self.actions[idx] = actions
-        self.rewards[idx] = rewards
-        self.next_obs[idx] = next_obs
-        self.terminated[idx] = terminated
-        self.ptr = int((self.ptr + n) % self.capacity)
-        self.size = int(min(self.size + n, self.capacity))
+        if n > self.capacity:  # only the newest fit
+            obs, actions, rewards, next_obs, terminated = (np.asarray(a)[-self.capacity:] for a in
+                                                           (obs, actions, rewards, next_obs, terminated))
+            n = self.capacity
+        self.append(tf.constant(obs, tf.float32), tf.constant(actions, tf.float32),
+                    tf.constant(rewards, tf.float32), tf.constant(next_obs, tf.float32),
+                    tf.constant(terminated, tf.float32), tf.ones([n], tf.int64))
 
-    def sample(self, rng: np.random.Generator, batch_size: int, n_batches: int = 1) -> dict[str, np.ndarray]:
-        """``n_batches`` uniform batches stacked on a leading axis: arrays of [n, B, ...]."""
-        idx = rng.integers(0, self.size, size=(n_batches, batch_size))
-        return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
-                "next_obs": self.next_obs[idx], "terminated": self.terminated[idx]}
+    def sample(self, rng, batch_size: int, n_batches: int = 1) -> dict[str, np.ndarray]:
+        """NumPy batches [n, B, ...]; ``rng`` a NumPy Generator or a ``tf.random.Generator``."""
+        if isinstance(rng, tf.random.Generator):
+            return {k: v.numpy() for k, v in self.sample_tf(rng, n_batches, batch_size).items()}
+        idx = rng.integers(0, len(self), size=(n_batches, batch_size))
+        return {k: tf.gather(v, idx).numpy() for k, v in self.vars.items()}
 
     def state(self) -> dict[str, np.ndarray]:
-        n = self.size
-        order = (np.arange(n) + (self.ptr - n)) % self.capacity  # oldest first
-        return {"obs": self.obs[order], "actions": self.actions[order], "rewards": self.rewards[order],
-                "next_obs": self.next_obs[order], "terminated": self.terminated[order]}
+        n, ptr = len(self), int(self.ptr.numpy())
+        order = (np.arange(n) + (ptr - n)) % self.capacity  # oldest first
+        return {k: tf.gather(v, order).numpy() for k, v in self.vars.items()}
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.ptr, self.size = 0, 0
-        n = len(arrays["rewards"])
-        if n > self.capacity:
-            arrays = {k: v[-self.capacity:] for k, v in arrays.items()}
-        self.add(arrays["obs"], arrays["actions"], arrays["rewards"], arrays["next_obs"], arrays["terminated"])
+        self.ptr.assign(0)
+        self.count.assign(0)
+        self.add(*(arrays[k] for k in FIELDS))
 
 
 class VectorTransitions:
-    """Builds transitions from gymnasium 1.x vector-env steps (NEXT_STEP autoreset).
+    """Keep masks for gymnasium 1.x vector-env steps (NEXT_STEP autoreset).
 
     After a sub-env ends an episode, its next ``step`` only resets it (the action is ignored and
     the returned observation is the new episode's first): that step yields no transition.
@@ -68,8 +93,12 @@ class VectorTransitions:
     def __init__(self, num_envs: int):
         self.resetting = np.zeros(num_envs, bool)
 
-    def __call__(self, obs, actions, rewards, next_obs, terminated, truncated):
+    def keep(self, terminated, truncated) -> np.ndarray:
         keep = ~self.resetting
         self.resetting = np.logical_or(terminated, truncated)
+        return keep
+
+    def __call__(self, obs, actions, rewards, next_obs, terminated, truncated):
+        keep = self.keep(terminated, truncated)
         return (obs[keep], actions[keep], rewards[keep], next_obs[keep],
                 terminated[keep].astype(np.float32)), keep

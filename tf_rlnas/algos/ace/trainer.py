@@ -47,14 +47,14 @@ class ACETrainer(SACTrainer):
         self.local[...] = arrays["ace_local"]
 
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated):
-        o, a, r = super().observe(obs, actions, rewards, next_obs, terminated, truncated)
-        rows = np.concatenate([o, a, r[:, None]], axis=1)
+        keep = super().observe(obs, actions, rewards, next_obs, terminated, truncated)
+        rows = np.concatenate([obs[keep], actions[keep], rewards[keep, None]], axis=1)
         cap = len(self.local)
         idx = (self.local_ptr + np.arange(len(rows))) % cap
         self.local[idx] = rows
         self.local_ptr = int((self.local_ptr + len(rows)) % cap)
         self.local_size = int(min(self.local_size + len(rows), cap))
-        return o, a, r
+        return keep
 
     def after_step(self) -> None:
         a = self.cfg.ace

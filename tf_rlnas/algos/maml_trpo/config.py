@@ -64,6 +64,9 @@ class MAMLTrain:
     eval_every: int = option(0, min=0, resume_ok=True, help="held-out evaluation every N meta-iterations (0 = at end)")
     eval_tasks: int = option(40, min=1, resume_ok=True, help="held-out tasks per evaluation")
     eval_steps: int = option(3, min=0, max=5, resume_ok=True, help="adaptation steps evaluated (0..N)")
+    eval_episodes: int = option(0, min=0, resume_ok=True,
+                                help="episodes per held-out task per adaptation step (0 = maml.fast_batch; the "
+                                     "original 2D-navigation test used 40)")
 
 
 @dataclasses.dataclass

@@ -212,7 +212,7 @@ class MAMLTrainer(Trainer):
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         t = self.cfg.train
         tasks = self.held_out_tasks(t.eval_tasks)
-        rets = self.adaptation_returns(tasks, t.eval_steps, episodes or self.cfg.maml.fast_batch)
+        rets = self.adaptation_returns(tasks, t.eval_steps, episodes or t.eval_episodes or self.cfg.maml.fast_batch)
         it = int(self.iteration.numpy())
         if self.is_chief:
             path = os.path.join(self.run_dir, f"eval-{it}.npz")

@@ -1,15 +1,28 @@
-"""``tf_rlnas bench sac|ace``: update steps/s of the update alone (batch, MLP sizes and env sizes
-from the config; default HalfCheetah-v5 sizes, 2x256, batch 256) with 1 and 10 updates per
-tf.function call, with and without jit_compile; then full training env steps/s."""
+"""``tf_rlnas bench sac|ace``: the update alone and the training loop, at the config's sizes (default
+HalfCheetah-v5, 2x256, batch 256, 1 update per env step).
+
+Printed: this machine's large-GEMM rate in float32 and bfloat16 (measured now), one update's matmul
+FLOPs and the floors they imply; the update alone (updates/s, 1 and 10 per call) for every path
+(float32 / bfloat16 matmuls x tf.function / XLA); the training loop's steady env steps/s with the
+config's path and the share of a loop step spent in the env, in acting (the compiled call with no
+update), in the update and elsewhere (Python bookkeeping, argument binding, the trainer loop); and
+with ``--compare sb3|sbx`` the peer measured in a subprocess (``--peer-python``) with the ratios.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
+
+PEERS = {"sb3": ("stable_baselines3", "stable-baselines3"), "sbx": ("sbx", "sbx-rl")}
 
 
 def _rate(fn, seconds: float, per_call: int) -> float:
@@ -20,6 +33,32 @@ def _rate(fn, seconds: float, per_call: int) -> float:
         fn()
         n += 1
     return n * per_call / (time.perf_counter() - t0)
+
+
+def gemm_rate(dtype: str, seconds: float = 1.0, n: int = 1024) -> float:
+    """FLOP/s of an n x n x n matmul chain in ``dtype`` (float32 accumulation for bf16)."""
+    a = tf.random.stateless_normal((n, n), [1, 2], dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    reps = 8
+
+    @tf.function
+    def f(x):  # a graph loop with a different left operand each time: nothing to fold or share
+        acc = tf.zeros((), tf.float32)
+        for i in tf.range(reps):
+            acc += tf.cast(tf.reduce_sum(tf.matmul(x + tf.cast(i, dtype), x)[:1, :1]), tf.float32)
+        return acc
+
+    return _rate(lambda: f(a).numpy(), seconds, 2 * n ** 3 * reps)
+
+
+def bf16_supported() -> bool:
+    """bfloat16 matmuls are only worth it with native support (AVX512_BF16 or AMX-BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _mlp_macs(sizes: list[int]) -> int:
@@ -39,48 +78,137 @@ def update_flops(agent, obs_dim: int, act_dim: int, batch: int) -> float:
     return critic_part + policy_part / agent.policy_every
 
 
-def run(cfg, seconds: float = 5.0) -> None:
+def _with(cfg, dtype=None, jit=None, **train):
+    agent = cfg.agent if dtype is None else dataclasses.replace(cfg.agent, matmul_dtype=dtype)
+    t = dataclasses.replace(cfg.train, **train) if jit is None else dataclasses.replace(cfg.train, jit_compile=jit, **train)
+    return dataclasses.replace(cfg, agent=agent, train=t)
+
+
+def _fill(tr, n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    tr.buffer.add(rng.normal(size=(n, tr.obs_dim)), rng.uniform(-1, 1, (n, tr.act_dim)),
+                  rng.normal(size=n), rng.normal(size=(n, tr.obs_dim)), np.zeros(n))
+
+
+def measure_loop(trainer_cls, cfg, seconds: float) -> dict:
+    """Steady env steps/s of ``Trainer.fit`` (the real loop) and where a loop step's time goes."""
+    B = cfg.train.batch_size
+    warm = 300
+    rate_guess = 400.0
+    steps = warm + int(seconds * rate_guess)
+    c = _with(cfg, start_steps=0, eval_every=0, eval_episodes=1, total_env_steps=steps)
+    c = dataclasses.replace(c, run=dataclasses.replace(c.run, log_every=10**9, checkpoint_every=10**9))
+    with tempfile.TemporaryDirectory() as d:
+        tr = trainer_cls(c, d)
+        _fill(tr, B, 1)
+        acc = {"env": 0.0, "call": 0.0, "calls": 0}
+        step, env_step = tr.venv.step, tr.env_step
+
+        def timed_step(a):
+            t0 = time.perf_counter()
+            out = step(a)
+            acc["env"] += time.perf_counter() - t0
+            return out
+
+        class TimedCall:
+            metrics = env_step.metrics
+
+            def __call__(self, p, ctl):
+                t0 = time.perf_counter()
+                out = env_step(p, ctl)
+                acc["call"] += time.perf_counter() - t0
+                acc["calls"] += 1
+                return out
+
+        tr.venv.step, tr.env_step = timed_step, TimedCall()
+        marks = {}
+
+        def on_it(it):
+            if it == warm or it == steps - 1:
+                marks[it] = (time.perf_counter(), tr.env_steps, int(tr.learner.updates.numpy()), dict(acc))
+
+        tr.fit(progress=False, on_iteration=on_it)
+        (t0, s0, u0, a0), (t1, s1, u1, a1) = marks[warm], marks[steps - 1]
+        wall = t1 - t0
+        # acting alone: the same compiled call with 0 updates
+        p = np.zeros((c.env.num_envs, tr.obs_dim + 3), np.float32)
+        ctl = np.zeros(2, np.int32)
+        act_s = 1.0 / _rate(lambda: env_step(p, ctl).numpy(), min(seconds, 2.0), 1)
+        calls = a1["calls"] - a0["calls"]
+        env_t, call_t = a1["env"] - a0["env"], a1["call"] - a0["call"]
+        act_t = min(calls * act_s, call_t)
+        return {"env_steps_per_s": (s1 - s0) / wall, "updates_per_s": (u1 - u0) / wall,
+                "share_env": env_t / wall, "share_act": act_t / wall, "share_update": (call_t - act_t) / wall,
+                "share_else": (wall - env_t - call_t) / wall, "ms_per_step": 1e3 * wall / max(s1 - s0, 1)}
+
+
+def run_peer(peer: str, python: str, cfg, seconds: float) -> dict | None:
+    module, dist = PEERS[peer]
+    probe = subprocess.run([python, "-c", f"import {module}"], capture_output=True)
+    if probe.returncode != 0:
+        print(f"  --compare {peer}: '{module}' is not importable by {python}; install it in a separate "
+              f"venv (python -m venv /tmp/peers && /tmp/peers/bin/pip install {dist} 'gymnasium[mujoco]') "
+              f"and pass --peer-python /tmp/peers/bin/python")
+        return None
+    script = os.path.join(os.path.dirname(__file__), "peer_bench.py")
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+    hidden = ",".join(str(h) for h in cfg.agent.actor_hidden)
+    out = subprocess.run([python, script, peer, cfg.env.id, hidden, str(cfg.train.batch_size), str(seconds),
+                          str(threads)], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"  --compare {peer}: the peer run failed: {out.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: str | None = None) -> None:
     from tf_rlnas import registry
 
     algo = "ace" if hasattr(cfg, "ace") else "sac"
     trainer_cls = registry.get(algo).load("trainer")
     B = cfg.train.batch_size
     print(f"{algo} bench  env={cfg.env.id}  actor={cfg.agent.actor_hidden}  critic={cfg.agent.critic_hidden}  "
-          f"batch={B}  intra-op threads={tf.config.threading.get_intra_op_parallelism_threads() or 'default'}")
-    tr0 = None
-    for jit in (False, True):
-        c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, jit_compile=jit))
-        with tempfile.TemporaryDirectory() as d:
-            tr = trainer_cls(c, d)
-            rng = np.random.default_rng(0)
-            tr.buffer.add(rng.normal(size=(4096, tr.obs_dim)), rng.uniform(-1, 1, (4096, tr.act_dim)),
-                          rng.normal(size=4096), rng.normal(size=(4096, tr.obs_dim)), np.zeros(4096))
-            if tr0 is None:
-                tr0 = tr
-                flops = update_flops(cfg.agent, tr.obs_dim, tr.act_dim, B)
-                floor = 194e9 / flops  # updates/s if every FLOP ran at this CPU's large-GEMM FP32 rate
-                print(f"  one update = {flops / 1e9:.3f} GFLOP of matmuls; at 194 GFLOP/s (a large FP32 GEMM "
-                      f"here) the floor is {floor:.0f} updates/s; matmuls in {cfg.agent.matmul_dtype}")
-            for k in (1, 10):
-                batch = {key: tf.constant(v) for key, v in tr.buffer.sample(rng, B, k).items()}
-                ups = _rate(lambda: tr.learner.train(batch), seconds, k)
-                print(f"  update alone, {'jit_compile' if jit else 'tf.function'}, {k:2d} per call: "
-                      f"{ups:8.1f} updates/s  ({ups * flops / 1e9:5.1f} GFLOP/s, {ups / floor:4.0%} of the floor)")
-    with tempfile.TemporaryDirectory() as d:
-        c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, start_steps=0, eval_every=0),
-                                run=dataclasses.replace(cfg.run, log_every=10**9))
-        tr = trainer_cls(c, d)
-        rng = np.random.default_rng(1)
-        tr.buffer.add(rng.normal(size=(B, tr.obs_dim)), rng.uniform(-1, 1, (B, tr.act_dim)),
-                      rng.normal(size=B), rng.normal(size=(B, tr.obs_dim)), np.zeros(B))
-        for _ in range(3):
-            tr.train_iteration()
-            tr.iteration.assign_add(1)
-        s0, u0, t0 = tr.env_steps, int(tr.learner.updates.numpy()), time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            tr.train_iteration()
-            tr.iteration.assign_add(1)
-        dt = time.perf_counter() - t0
-        print(f"  training loop ({cfg.env.num_envs} envs, update_every={cfg.train.update_every}, "
-              f"updates_per_step={cfg.train.updates_per_step}): {(tr.env_steps - s0) / dt:8.1f} env steps/s, "
-              f"{(int(tr.learner.updates.numpy()) - u0) / dt:8.1f} updates/s")
+          f"batch={B}  intra-op threads={tf.config.threading.get_intra_op_parallelism_threads() or 'default'}  "
+          f"cpus={os.cpu_count()}")
+    dtypes = ["float32"] + (["bfloat16"] if bf16_supported() else [])
+    rates = {dt: gemm_rate(dt) for dt in dtypes}
+    print("  large GEMM (1024^3, measured now): " + ", ".join(f"{dt} {r / 1e9:.0f} GFLOP/s" for dt, r in rates.items())
+          + ("" if "bfloat16" in rates else "  (no native bfloat16 on this CPU: bf16 path not measured)"))
+    best = {}
+    flops = None
+    for dt in dtypes:
+        for jit in (False, True):
+            with tempfile.TemporaryDirectory() as d:
+                tr = trainer_cls(_with(cfg, dt, jit), d)
+                _fill(tr, 4096, 0)
+                if flops is None:
+                    flops = update_flops(cfg.agent, tr.obs_dim, tr.act_dim, B)
+                    print(f"  one update = {flops / 1e9:.3f} GFLOP of matmuls -> floor "
+                          + ", ".join(f"{rates[k] / flops:.0f} updates/s in {k}" for k in rates))
+                rng = np.random.default_rng(0)
+                for k in (1, 10):
+                    batch = {key: tf.constant(v) for key, v in tr.buffer.sample(rng, B, k).items()}
+                    ups = _rate(lambda: tr.learner.train(batch)["critic_loss"].numpy(), seconds, k)
+                    best[(dt, jit, k)] = ups
+                    print(f"  update alone, {dt:8s} {'XLA        ' if jit else 'tf.function'}, {k:2d} per call: "
+                          f"{ups:7.1f} updates/s  ({ups * flops / 1e9:5.1f} GFLOP/s, "
+                          f"{ups * flops / rates[dt]:4.0%} of the {dt} GEMM rate)")
+    path = f"{cfg.agent.matmul_dtype} matmuls, {'XLA' if cfg.train.jit_compile else 'tf.function'}"
+    ours_update = best.get((cfg.agent.matmul_dtype, bool(cfg.train.jit_compile), 1))
+    loop = measure_loop(trainer_cls, cfg, seconds)
+    print(f"  training loop ({path}; {cfg.env.num_envs} env(s), update_every={cfg.train.update_every}, "
+          f"updates_per_step={cfg.train.updates_per_step}): {loop['env_steps_per_s']:7.1f} env steps/s, "
+          f"{loop['updates_per_s']:7.1f} updates/s, {loop['ms_per_step']:.2f} ms per env step")
+    print(f"    share of a loop step: env {loop['share_env']:.0%}, acting {loop['share_act']:.0%}, "
+          f"update {loop['share_update']:.0%}, elsewhere {loop['share_else']:.0%}")
+    for peer in compare:
+        res = run_peer(peer, peer_python or sys.executable, cfg, seconds)
+        if res is None:
+            continue
+        print(f"  peer {peer} {res['version']}: update alone {res['updates_per_s']:7.1f} updates/s (10 per call), "
+              f"training loop {res['env_steps_per_s']:7.1f} env steps/s")
+        msg = f"    ratio ours/{peer}: training loop {loop['env_steps_per_s'] / res['env_steps_per_s']:.2f}x"
+        if ours_update:
+            msg += (f", update alone {ours_update / res['updates_per_s']:.2f}x (ours 1 per call, "
+                    f"{path})")
+        print(msg)

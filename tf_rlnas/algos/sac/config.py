@@ -15,7 +15,11 @@ class SACEnvConfig:
     id: str = option("HalfCheetah-v5", help="gymnasium id with Box observations and actions")
     kwargs: dict = option(default_factory=dict, help="keyword arguments for gymnasium.make")
     max_episode_steps: int = option(0, min=0, help="time limit override (0 = the env's own)")
-    num_envs: int = option(1, min=1, help="parallel training environments (gymnasium SyncVectorEnv)")
+    num_envs: int = option(1, min=1, help="parallel training environments (one vector step = num_envs env "
+                                          "steps; the update-to-data ratio is kept per stored transition)")
+    vector: Literal["auto", "sync", "async"] = option(
+        "auto", help="gymnasium SyncVectorEnv or AsyncVectorEnv (one process per env); auto = async "
+                     "for num_envs > 1, sync for 1")
 
 
 @dataclasses.dataclass

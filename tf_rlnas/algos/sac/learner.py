@@ -137,3 +137,56 @@ class SACLearner(tf.Module):
             metrics = (critic_loss, mean_q, actor_loss, alpha_loss, entropy)
         return {"critic_loss": metrics[0], "mean_q": metrics[1], "actor_loss": metrics[2],
                 "alpha_loss": metrics[3], "entropy": metrics[4], "alpha": tf.exp(self.log_alpha)}
+
+
+METRICS = ("critic_loss", "mean_q", "actor_loss", "alpha_loss", "entropy", "alpha")
+
+
+class EnvStep(tf.Module):
+    """The training loop's ONE compiled call per environment step.
+
+    ``__call__(packed, control)``: ``packed`` [n_envs, obs_dim + 3] holds the step's next
+    observations, rewards, terminated flags and keep flags (0 for a sub-env's autoreset step and for
+    the call that follows ``reset``); ``control`` int32 [2] = (updates to run now, act at random).
+    In one graph: the kept transitions (previous obs and action, kept on the TF side) go into the
+    replay buffer, ``control[0]`` updates run on uniform batches drawn with the learner's generator
+    (the update itself XLA-compiled when the learner's ``train`` is), and the action for the new
+    observation comes back in [-1, 1] (uniform while ``control[1]`` is set; the caller scales it to
+    the env's box). The last update's metrics stay in variables (read when a log is due).
+    """
+
+    def __init__(self, learner: SACLearner, buffer, num_envs: int, batch_size: int):
+        super().__init__(name="env_step")
+        self.learner, self.buffer, self.batch_size = learner, buffer, int(batch_size)
+        self.obs_dim, self.act_dim = learner.obs_dim, learner.act_dim
+        self.last_obs = tf.Variable(tf.zeros((num_envs, self.obs_dim)), trainable=False)
+        self.last_act = tf.Variable(tf.zeros((num_envs, self.act_dim)), trainable=False)
+        self.metrics = {k: tf.Variable(0.0, trainable=False) for k in METRICS}
+        self.call = tf.function(self._call, input_signature=[
+            tf.TensorSpec([num_envs, self.obs_dim + 3], tf.float32), tf.TensorSpec([2], tf.int32)])
+
+    def __call__(self, packed, control):
+        return self.call(packed, control)
+
+    def _call(self, packed, control):
+        d = self.obs_dim
+        next_obs, rewards, term, keep = packed[:, :d], packed[:, d], packed[:, d + 1], packed[:, d + 2]
+        self.buffer.append(self.last_obs, self.last_act, rewards, next_obs, term, keep)
+
+        def update():
+            out = self.learner.train(self.buffer.sample_tf(self.learner.rng, control[0], self.batch_size))
+            for k in METRICS:
+                self.metrics[k].assign(out[k])
+            return tf.constant(0)
+
+        tf.cond(control[0] > 0, update, lambda: tf.constant(0))
+        n = tf.shape(next_obs)[0]
+        action = tf.cond(control[1] > 0,
+                         lambda: self.learner.rng.uniform(tf.stack([n, self.act_dim]), -1.0, 1.0),
+                         lambda: self.learner._act(next_obs, tf.constant(False)))
+        self.last_obs.assign(next_obs)
+        self.last_act.assign(action)
+        return action
+
+    def read_metrics(self) -> dict[str, tf.Tensor]:
+        return dict(self.metrics)

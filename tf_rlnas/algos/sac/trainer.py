@@ -15,14 +15,13 @@ from __future__ import annotations
 import os
 import time
 
-import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from tf_rlnas.algos.sac.learner import SACLearner
+from tf_rlnas.algos.sac.learner import EnvStep, SACLearner
 from tf_rlnas.core.seeding import derive_seeds
 from tf_rlnas.core.trainer import ExportSpec, Trainer, VideoSource
-from tf_rlnas.envs.factory import env_spaces, make_env, rng_state, set_rng_state
+from tf_rlnas.envs.factory import env_spaces, make_env, make_vector_env
 from tf_rlnas.envs.rollout import Evaluator
 from tf_rlnas.replay.uniform import ReplayBuffer, VectorTransitions
 
@@ -38,12 +37,16 @@ class SACTrainer(Trainer):
         seeds = derive_seeds(cfg.run.seed, n + 1, salt=11)
         self.env_seeds = seeds[:n]
         self.evaluator = Evaluator(self._make_env, seeds[n], salt=13)
-        self.venv = gym.vector.SyncVectorEnv([lambda s=s: self._make_env(s) for s in self.env_seeds])
-        self.obs_dim, self.act_dim, self.low, self.high = env_spaces(self.venv.envs[0])
+        self.venv = make_vector_env(cfg.env.id, self.env_seeds, cfg.env.max_episode_steps, cfg.env.kwargs,
+                                    cfg.env.vector)
+        probe = self._make_env(self.env_seeds[0])
+        self.obs_dim, self.act_dim, self.low, self.high = env_spaces(probe)
+        probe.close()
         self.learner = self.learner_cls(self.obs_dim, self.act_dim, cfg.agent,
                                         seed=derive_seeds(cfg.run.seed, 1, salt=12)[0],
                                         jit_compile=cfg.train.jit_compile)
         self.buffer = ReplayBuffer(cfg.train.buffer_size, self.obs_dim, self.act_dim)
+        self.env_step = EnvStep(self.learner, self.buffer, n, cfg.train.batch_size)
         self.env_steps = 0
         self.episodes = 0
         self.best_eval = -np.inf
@@ -52,7 +55,7 @@ class SACTrainer(Trainer):
         self._obs = None
         self._window = (time.perf_counter(), 0, 0)  # (t, env steps, updates) at the last log
         self._pending_updates = 0.0
-        self._last_update: dict = {}
+        self._updated = False
         self.best = tf.train.CheckpointManager(
             tf.train.Checkpoint(actor=self.learner.actor, critic=self.learner.critic),
             os.path.join(self.run_dir, "checkpoints", "best"), max_to_keep=1)
@@ -89,14 +92,13 @@ class SACTrainer(Trainer):
     def python_state(self) -> dict:
         return {"env_steps": self.env_steps, "episodes": self.episodes, "best_eval": float(self.best_eval),
                 "next_eval": self.next_eval, "pending_updates": self._pending_updates,
-                "envs": [rng_state(e) for e in self.venv.envs]}
+                "envs": list(self.venv.get_attr("tf_rlnas_rng"))}
 
     def set_python_state(self, s: dict) -> None:
         self.env_steps, self.episodes = int(s["env_steps"]), int(s["episodes"])
         self.best_eval, self.next_eval = float(s["best_eval"]), int(s["next_eval"])
         self._pending_updates = float(s["pending_updates"])
-        for env, st in zip(self.venv.envs, s["envs"]):
-            set_rng_state(env, st)
+        self.venv.set_attr("tf_rlnas_rng", list(s["envs"]))
         self._obs = None  # fresh episodes, from the restored RNG streams
 
     def arrays(self) -> dict:
@@ -109,61 +111,78 @@ class SACTrainer(Trainer):
     def _reset(self) -> None:
         self._obs, _ = self.venv.reset()
         self._obs = self._obs.astype(np.float32)
-        self._transitions = VectorTransitions(self.cfg.env.num_envs)
-        self._ep_ret = np.zeros(self.cfg.env.num_envs)
-        self._ep_len = np.zeros(self.cfg.env.num_envs, np.int64)
+        n = self.cfg.env.num_envs
+        self._transitions = VectorTransitions(n)
+        self._ep_ret = np.zeros(n)
+        self._ep_len = np.zeros(n, np.int64)
         self._finished: list[tuple[float, int]] = []
+        self._packed = np.zeros((n, self.obs_dim + 3), np.float32)
+        self._control = np.zeros(2, np.int32)
+        self._size = len(self.buffer)
+        self._iter = int(self.iteration.numpy())
+        self._act(self._obs, np.zeros(n, bool), np.zeros(n, np.float32), np.zeros(n, bool), 0)
+
+    def _act(self, next_obs, keep, rewards, terminated, updates: int) -> None:
+        """The one compiled call: store the kept transitions, run ``updates`` updates, act."""
+        p, d = self._packed, self.obs_dim
+        p[:, :d] = next_obs
+        p[:, d] = rewards
+        p[:, d + 1] = terminated
+        p[:, d + 2] = keep
+        self._control[0] = updates
+        self._control[1] = self.env_steps < self.cfg.train.start_steps
+        self._action = self.env_step(p, self._control).numpy()
+        self._updated = self._updated or updates > 0
 
     def scale(self, a: np.ndarray) -> np.ndarray:
         return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
 
-    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards, next_obs, terminated, truncated) -> tuple:
-        """Store a vector step's transitions; returns them (ACE also fills its causal buffer)."""
-        (o, a, r, o2, d), keep = self._transitions(obs, actions, rewards, next_obs, terminated, truncated)
-        self.buffer.add(o, a, r, o2, d)
-        self.env_steps += int(keep.sum())
-        self._ep_ret[keep] += rewards[keep]
-        self._ep_len[keep] += 1
-        for i in np.flatnonzero(keep & (terminated | truncated)):
-            self._finished.append((float(self._ep_ret[i]), int(self._ep_len[i])))
-            self._ep_ret[i], self._ep_len[i] = 0.0, 0
-            self.episodes += 1
-        return o, a, r
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards, next_obs, terminated, truncated) -> np.ndarray:
+        """Bookkeeping of a vector step (the transitions are stored on the TF side): returns the keep
+        mask (False for an autoreset step). ACE also fills its causal buffer here."""
+        keep = self._transitions.keep(terminated, truncated)
+        kept = int(keep.sum())
+        self.env_steps += kept
+        self._size = min(self._size + kept, self.buffer.capacity)
+        self._ep_ret += rewards * keep
+        self._ep_len += keep
+        ended = keep & (terminated | truncated)
+        if ended.any():
+            for i in np.flatnonzero(ended):
+                self._finished.append((float(self._ep_ret[i]), int(self._ep_len[i])))
+                self._ep_ret[i], self._ep_len[i] = 0.0, 0
+                self.episodes += 1
+        return keep
 
     def train_iteration(self) -> dict[str, float]:
         cfg, t = self.cfg, self.cfg.train
         if self._obs is None:
             self._reset()
-        n = cfg.env.num_envs
-        if self.env_steps < t.start_steps:
-            actions = self.np_rng.uniform(-1.0, 1.0, size=(n, self.act_dim)).astype(np.float32)
-        else:
-            actions = self.learner.act(tf.constant(self._obs), tf.constant(False)).numpy()
+        actions = self._action
         next_obs, rewards, term, trunc, _ = self.venv.step(self.scale(actions))
-        next_obs = next_obs.astype(np.float32)
         before = self.env_steps
-        self.observe(self._obs, actions, rewards.astype(np.float32), next_obs, term, trunc)
+        keep = self.observe(self._obs, actions, rewards, next_obs, term, trunc)
         self._obs = next_obs
         self._pending_updates += (self.env_steps - before) * t.updates_per_step  # per stored transition
-        it = int(self.iteration.numpy()) + 1
-        if len(self.buffer) < t.batch_size or self.env_steps < t.start_steps:
+        self._iter += 1
+        k = 0
+        if self._size < t.batch_size or self.env_steps < t.start_steps:
             self._pending_updates = 0.0  # updates are owed only for transitions from start_steps on
-        elif it % t.update_every == 0:
+        elif self._iter % t.update_every == 0:
             k = int(self._pending_updates)
-            if k > 0:
-                self._pending_updates -= k
-                self._last_update = self.learner.train(self.buffer.sample(self.np_rng, t.batch_size, k))
+            self._pending_updates -= k
+        self._act(next_obs, keep, rewards, term, k)
         self.after_step()
         if t.eval_every and self.env_steps >= self.next_eval:
             self.next_eval += t.eval_every
             self.last_eval = self._evaluate_and_keep_best()
             self.logger.scalars(self.last_eval, step=self.env_steps)
-        if it % cfg.run.log_every == 0 or self.done():
+        if self._iter % cfg.run.log_every == 0 or self.done():
             return self._train_metrics()
         return {}
 
     def _train_metrics(self) -> dict[str, float]:
-        out = {f"train/{k}": float(v.numpy()) for k, v in self._last_update.items()}
+        out = {f"train/{k}": float(v.numpy()) for k, v in self.env_step.metrics.items()} if self._updated else {}
         if self._finished:
             out["train/episode_return"] = float(np.mean([r for r, _ in self._finished]))
             out["train/episode_length"] = float(np.mean([l for _, l in self._finished]))

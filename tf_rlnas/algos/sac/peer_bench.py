@@ -1,0 +1,53 @@
+"""Measures a peer SAC (Stable-Baselines3 or SBX) at our bench's sizes; run as a script with the
+peer's Python (``python peer_bench.py sb3|sbx ENV_ID HIDDEN BATCH SECONDS THREADS``) and prints one
+JSON line. It imports nothing from tf_rlnas: the peers are never our dependencies.
+
+- ``updates_per_s``: ``model.train(gradient_steps=10, batch_size)`` on a buffer filled with random
+  transitions, after a warm-up call (SBX compiles there).
+- ``env_steps_per_s``: ``model.learn`` with train_freq 1, gradient_steps 1 (1 update per env step),
+  timed over a second ``learn`` call that continues the first (warm-up, compilation, learning_starts
+  done), so it is the steady rate.
+"""
+
+import json
+import sys
+import time
+
+
+def main() -> None:
+    peer, env_id, hidden, batch, seconds, threads = sys.argv[1:7]
+    hidden, batch, seconds, threads = [int(h) for h in hidden.split(",")], int(batch), float(seconds), int(threads)
+    import gymnasium as gym
+    if peer == "sb3":
+        import torch
+        torch.set_num_threads(threads)
+        from stable_baselines3 import SAC
+        version = __import__("stable_baselines3").__version__ + f" (torch {torch.__version__})"
+        kwargs = dict(policy_kwargs=dict(net_arch=hidden), device="cpu")
+    else:
+        import jax
+        from sbx import SAC
+        version = __import__("sbx").__version__ + f" (jax {jax.__version__})"
+        kwargs = dict(policy_kwargs=dict(net_arch=hidden))
+    env = gym.make(env_id)
+    start = 1000
+    model = SAC("MlpPolicy", env, batch_size=batch, learning_starts=start, train_freq=1, gradient_steps=1,
+                buffer_size=200_000, seed=0, verbose=0, **kwargs)
+    model.learn(start + 200)  # fills the buffer past learning_starts, compiles
+    # update alone
+    model.train(gradient_steps=10, batch_size=batch)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        model.train(gradient_steps=10, batch_size=batch)
+        n += 10
+    ups = n / (time.perf_counter() - t0)
+    # training loop, steady
+    steps = max(200, int(seconds * 60))
+    t0 = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=False)
+    loop = steps / (time.perf_counter() - t0)
+    print(json.dumps({"peer": peer, "version": version, "updates_per_s": ups, "env_steps_per_s": loop}))
+
+
+if __name__ == "__main__":
+    main()
