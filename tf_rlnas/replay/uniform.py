@@ -3,8 +3,9 @@
 :class:`ReplayBuffer` stores (obs, action, reward, next_obs, terminated) in ``tf.Variable``s so a
 compiled training step appends and samples without host copies. Appends are fixed-shape scatters:
 a row that is not a transition (``keep = 0``) is written to one extra "trash" row that is never
-sampled, so the same code runs under XLA and for any number of kept rows. Sampling draws indices
-from a ``tf.random.Generator`` (the learner's, checkpointed).
+sampled, so the same code runs for any number of kept rows. All fields live in ONE [capacity + 1, width]
+variable (one scatter per append, one gather per batch: per-op cost dominates at these sizes).
+Sampling draws indices from a ``tf.random.Generator`` (the learner's, checkpointed).
 
 ``terminated`` is the true end of the task only; a time-limit truncation is stored as NOT
 terminal so the critic bootstraps through it. :class:`VectorTransitions` turns gymnasium 1.x
@@ -25,10 +26,13 @@ class ReplayBuffer(tf.Module):
     def __init__(self, capacity: int, obs_dim: int, act_dim: int):
         super().__init__(name="replay")
         self.capacity = int(capacity)
-        rows = self.capacity + 1  # + the trash row
-        z = lambda *shape: tf.Variable(tf.zeros((rows, *shape), tf.float32), trainable=False)  # noqa: E731
-        self.vars = {"obs": z(obs_dim), "actions": z(act_dim), "rewards": z(), "next_obs": z(obs_dim),
-                     "terminated": z()}
+        widths = {"obs": obs_dim, "actions": act_dim, "rewards": 0, "next_obs": obs_dim, "terminated": 0}
+        self.columns, col = {}, 0
+        for k, w in widths.items():  # 0 = a scalar column
+            self.columns[k] = (col, w)
+            col += max(w, 1)
+        self.width = col
+        self.data = tf.Variable(tf.zeros((self.capacity + 1, col), tf.float32), trainable=False)  # + trash row
         self.ptr = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.count = tf.Variable(0, dtype=tf.int64, trainable=False)
 
@@ -41,8 +45,9 @@ class ReplayBuffer(tf.Module):
         keep = tf.cast(keep > 0, tf.int64)
         pos = tf.cumsum(keep) - 1
         idx = tf.where(keep > 0, (self.ptr + pos) % self.capacity, self.capacity)[:, None]
-        for name, val in zip(FIELDS, (obs, actions, rewards, next_obs, terminated)):
-            self.vars[name].scatter_nd_update(idx, tf.cast(val, tf.float32))
+        rows = tf.concat([tf.cast(obs, tf.float32), tf.cast(actions, tf.float32), tf.cast(rewards, tf.float32)[:, None],
+                          tf.cast(next_obs, tf.float32), tf.cast(terminated, tf.float32)[:, None]], axis=1)
+        self.data.scatter_nd_update(idx, rows)
         n = tf.reduce_sum(keep)
         self.ptr.assign((self.ptr + n) % self.capacity)
         self.count.assign(tf.minimum(self.count + n, self.capacity))
@@ -51,7 +56,11 @@ class ReplayBuffer(tf.Module):
     def sample_tf(self, rng: tf.random.Generator, n_batches, batch_size: int) -> dict[str, tf.Tensor]:
         """``n_batches`` uniform batches stacked on a leading axis: [n, B, ...]."""
         idx = rng.uniform(tf.stack([tf.cast(n_batches, tf.int32), batch_size]), 0, self.count, dtype=tf.int64)
-        return {k: tf.gather(v, idx) for k, v in self.vars.items()}
+        return self.split(tf.gather(self.data, idx))
+
+    def split(self, rows: tf.Tensor) -> dict[str, tf.Tensor]:
+        """[..., width] rows -> the named fields."""
+        return {k: rows[..., c] if w == 0 else rows[..., c:c + w] for k, (c, w) in self.columns.items()}
 
     # ---- host-side API --------------------------------------------------------------------------
     def add(self, obs, actions, rewards, next_obs, terminated) -> None:
@@ -70,12 +79,12 @@ class ReplayBuffer(tf.Module):
         if isinstance(rng, tf.random.Generator):
             return {k: v.numpy() for k, v in self.sample_tf(rng, n_batches, batch_size).items()}
         idx = rng.integers(0, len(self), size=(n_batches, batch_size))
-        return {k: tf.gather(v, idx).numpy() for k, v in self.vars.items()}
+        return {k: v.numpy() for k, v in self.split(tf.gather(self.data, idx)).items()}
 
     def state(self) -> dict[str, np.ndarray]:
         n, ptr = len(self), int(self.ptr.numpy())
         order = (np.arange(n) + (ptr - n)) % self.capacity  # oldest first
-        return {k: tf.gather(v, order).numpy() for k, v in self.vars.items()}
+        return {k: v.numpy() for k, v in self.split(tf.gather(self.data, order)).items()}
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.ptr.assign(0)
