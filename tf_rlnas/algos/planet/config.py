@@ -63,7 +63,7 @@ class PlanetSAC:
     burn_in: int = option(3, min=0, help="first steps of each chunk dropped (filter burn-in)")
     agent: SACAgentConfig = dataclasses.field(default_factory=lambda: SACAgentConfig(
         actor_hidden=[500, 400, 300], critic_hidden=[500, 400, 300], actor_lr=1e-3, critic_lr=1e-3,
-        alpha_lr=1e-3, tau=0.005, init_alpha=0.2, autotune_alpha=False))
+        alpha_lr=1e-3, tau=0.005, init_alpha=0.2, autotune_alpha=False, matmul_dtype="float32"))
 
 
 @dataclasses.dataclass

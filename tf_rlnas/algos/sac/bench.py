@@ -53,12 +53,8 @@ def gemm_rate(dtype: str, seconds: float = 1.0, n: int = 1024) -> float:
 
 def bf16_supported() -> bool:
     """bfloat16 matmuls are only worth it with native support (AVX512_BF16 or AMX-BF16)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    from tf_rlnas.algos.sac.networks import resolve_matmul_dtype
+    return resolve_matmul_dtype("auto") == "bfloat16"
 
 
 def _mlp_macs(sizes: list[int]) -> int:
@@ -113,9 +109,9 @@ def measure_loop(trainer_cls, cfg, seconds: float) -> dict:
         class TimedCall:
             metrics = env_step.metrics
 
-            def __call__(self, p, ctl):
+            def __call__(self, p, k, random):
                 t0 = time.perf_counter()
-                out = env_step(p, ctl)
+                out = env_step(p, k, random)
                 acc["call"] += time.perf_counter() - t0
                 acc["calls"] += 1
                 return out
@@ -132,8 +128,7 @@ def measure_loop(trainer_cls, cfg, seconds: float) -> dict:
         wall = t1 - t0
         # acting alone: the same compiled call with 0 updates
         p = np.zeros((c.env.num_envs, tr.obs_dim + 3), np.float32)
-        ctl = np.zeros(2, np.int32)
-        act_s = 1.0 / _rate(lambda: env_step(p, ctl).numpy(), min(seconds, 2.0), 1)
+        act_s = 1.0 / _rate(lambda: env_step(p, 0, False).numpy(), min(seconds, 2.0), 1)
         calls = a1["calls"] - a0["calls"]
         env_t, call_t = a1["env"] - a0["env"], a1["call"] - a0["call"]
         act_t = min(calls * act_s, call_t)
@@ -164,11 +159,15 @@ def run_peer(peer: str, python: str, cfg, seconds: float) -> dict | None:
 def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: str | None = None) -> None:
     from tf_rlnas import registry
 
+    from tf_rlnas.core.seeding import configure_threads
+
+    configure_threads(cfg.run.intra_op_threads, cfg.run.inter_op_threads)  # before TF runs any op
     algo = "ace" if hasattr(cfg, "ace") else "sac"
     trainer_cls = registry.get(algo).load("trainer")
     B = cfg.train.batch_size
     print(f"{algo} bench  env={cfg.env.id}  actor={cfg.agent.actor_hidden}  critic={cfg.agent.critic_hidden}  "
-          f"batch={B}  intra-op threads={tf.config.threading.get_intra_op_parallelism_threads() or 'default'}  "
+          f"batch={B}  threads intra-op={tf.config.threading.get_intra_op_parallelism_threads() or 'default'} "
+          f"inter-op={tf.config.threading.get_inter_op_parallelism_threads() or 'default'}  "
           f"cpus={os.cpu_count()}")
     dtypes = ["float32"] + (["bfloat16"] if bf16_supported() else [])
     rates = {dt: gemm_rate(dt) for dt in dtypes}
@@ -193,8 +192,11 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
                     print(f"  update alone, {dt:8s} {'XLA        ' if jit else 'tf.function'}, {k:2d} per call: "
                           f"{ups:7.1f} updates/s  ({ups * flops / 1e9:5.1f} GFLOP/s, "
                           f"{ups * flops / rates[dt]:4.0%} of the {dt} GEMM rate)")
-    path = f"{cfg.agent.matmul_dtype} matmuls, {'XLA' if cfg.train.jit_compile else 'tf.function'}"
-    ours_update = best.get((cfg.agent.matmul_dtype, bool(cfg.train.jit_compile), 1))
+    from tf_rlnas.algos.sac.networks import resolve_matmul_dtype
+    dtype = resolve_matmul_dtype(cfg.agent.matmul_dtype)
+    path = (f"{dtype} matmuls{' (auto)' if cfg.agent.matmul_dtype == 'auto' else ''}, "
+            f"{'XLA' if cfg.train.jit_compile else 'tf.function'}")
+    ours_update = best.get((dtype, bool(cfg.train.jit_compile), 1))
     loop = measure_loop(trainer_cls, cfg, seconds)
     print(f"  training loop ({path}; {cfg.env.num_envs} env(s), update_every={cfg.train.update_every}, "
           f"updates_per_step={cfg.train.updates_per_step}): {loop['env_steps_per_s']:7.1f} env steps/s, "

@@ -18,6 +18,18 @@ import tensorflow as tf
 from tf_rlnas.distributions import TanhNormal
 
 
+def resolve_matmul_dtype(value: str) -> str:
+    """``auto`` -> bfloat16 where the CPU has native bf16 matmuls, else float32."""
+    if value != "auto":
+        return value
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return "float32"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
 class Linear(keras.layers.Layer):
     """y = act(x W + b) with float32 W, b; x W computed in ``matmul_dtype``."""
 
@@ -25,7 +37,7 @@ class Linear(keras.layers.Layer):
         super().__init__(**kwargs)
         self.units = int(units)
         self.activation = keras.activations.get(activation)
-        self.matmul_dtype = tf.as_dtype(matmul_dtype)
+        self.matmul_dtype = tf.as_dtype(resolve_matmul_dtype(matmul_dtype))
 
     def build(self, input_shape):
         self.kernel = self.add_weight(shape=(int(input_shape[-1]), self.units), name="kernel",
@@ -38,7 +50,7 @@ class Linear(keras.layers.Layer):
         else:
             y = tf.cast(tf.matmul(tf.cast(x, self.matmul_dtype), tf.cast(self.kernel, self.matmul_dtype)),
                         tf.float32)
-        return self.activation(y + self.bias)
+        return self.activation(tf.nn.bias_add(y, self.bias))
 
 
 def _stack(hidden, matmul_dtype: str, name: str, out: int | None = None) -> keras.Sequential:

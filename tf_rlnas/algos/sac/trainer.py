@@ -117,7 +117,6 @@ class SACTrainer(Trainer):
         self._ep_len = np.zeros(n, np.int64)
         self._finished: list[tuple[float, int]] = []
         self._packed = np.zeros((n, self.obs_dim + 3), np.float32)
-        self._control = np.zeros(2, np.int32)
         self._size = len(self.buffer)
         self._iter = int(self.iteration.numpy())
         self._act(self._obs, np.zeros(n, bool), np.zeros(n, np.float32), np.zeros(n, bool), 0)
@@ -129,9 +128,7 @@ class SACTrainer(Trainer):
         p[:, d] = rewards
         p[:, d + 1] = terminated
         p[:, d + 2] = keep
-        self._control[0] = updates
-        self._control[1] = self.env_steps < self.cfg.train.start_steps
-        self._action = self.env_step(p, self._control).numpy()
+        self._action = self.env_step(p, updates, self.env_steps < self.cfg.train.start_steps).numpy()
         self._updated = self._updated or updates > 0
 
     def scale(self, a: np.ndarray) -> np.ndarray:
