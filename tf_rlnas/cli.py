@@ -159,6 +159,73 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_compare_arcs(args) -> int:
+    """ENAS: retrain the derived architecture, N random ones from the same space and the plain conv
+    stack with the SAME fixed-mode config (budget, seed, data), one run directory each under
+    RUN_DIR/compare/, and tabulate their test accuracies (RUN_DIR/compare/comparison.json is
+    rewritten after every finished retrain; re-running resumes the unfinished ones)."""
+    import dataclasses
+
+    import numpy as np
+
+    from tf_rlnas.algos.enas.controller import arc_from_dict, arc_to_dict
+    from tf_rlnas.core.checkpoint import atomic_write_text
+
+    args.algo = "enas"
+    algo, cfg, schema, run_dir, _ = _resolve_train_config(args)
+    if cfg.mode != "fixed":
+        raise UserError("compare-arcs retrains architectures: give a fixed-mode config "
+                        "(e.g. --config fashion_mnist_fixed) whose fixed.arc_file is the derived architecture")
+    if args.random < 0:
+        raise UserError("--random must be >= 0")
+    derived = cfg.fixed.arc_file
+    try:
+        with open(derived) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise UserError(f"cannot read the derived architecture {derived}: {e.strerror} - run the search first") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{derived} is not valid JSON: {e.msg} (line {e.lineno})") from None
+    num_layers = len(arc_from_dict(data.get("architecture", data) if isinstance(data, dict) else data)[0])
+    child = dataclasses.replace(cfg.child, num_layers=num_layers)
+    candidates = [("derived", derived)] + [(f"random-{i}", f"random:{i}") for i in range(1, args.random + 1)]
+    candidates.append(("conv_stack", "conv_stack"))
+    out_dir = os.path.join(run_dir, "compare")
+    rundir.ensure_writable(out_dir)
+    _import_tf_quietly()
+    table_path = os.path.join(out_dir, "comparison.json")
+    results = {}
+    for name, arc in candidates:
+        c = dataclasses.replace(cfg, child=child, fixed=dataclasses.replace(cfg.fixed, arc_file=arc))
+        rd = os.path.join(out_dir, name)
+        rundir.ensure_writable(rd)
+        rundir.write_config(rd, algo, c)
+        print(f"retraining {name} ({arc}) in {rd}", flush=True)
+        trainer = registry.get(algo).load("trainer")(c, rd)
+        summary = trainer.fit(progress=False if args.no_progress else None)
+        results[name] = {"arc_file": arc, "test_accuracy": summary["final_eval"]["fixed/test_accuracy"],
+                         "architecture": arc_to_dict(*trainer.arc)}
+        randoms = [r["test_accuracy"] for k, r in results.items() if k.startswith("random-")]
+        table = {"config": {"epochs": cfg.child.epochs, "seed": cfg.run.seed, "dataset": cfg.data.dataset,
+                            "num_layers": num_layers}, "results": results,
+                 "random_mean": float(np.mean(randoms)) if randoms else None,
+                 "random_best": float(np.max(randoms)) if randoms else None}
+        atomic_write_text(table_path, json.dumps(table, indent=2))
+    if args.json:
+        print(json.dumps(table))
+        return 0
+    print(f"\nfixed-mode retrain, same budget and seed ({cfg.data.dataset}, {cfg.child.epochs} epochs, "
+          f"seed {cfg.run.seed}, {num_layers} layers) -> {table_path}")
+    print(f"  {'architecture':<12s} test accuracy")
+    for name, r in results.items():
+        print(f"  {name:<12s} {r['test_accuracy']:.4f}")
+    if table["random_mean"] is not None:
+        d = results["derived"]["test_accuracy"]
+        print(f"  {'random mean':<12s} {table['random_mean']:.4f}   (derived - random mean {d - table['random_mean']:+.4f}, "
+              f"derived - best random {d - table['random_best']:+.4f})")
+    return 0
+
+
 def _record_videos(args) -> int:
     from tf_rlnas.core.seeding import derive_seeds
     from tf_rlnas.envs.video import record_episodes
@@ -281,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("algo", nargs="?", help="only this algorithm")
     ls.add_argument("--keys", action="store_true", help="also list every config key with its default")
     ls.set_defaults(fn=cmd_list)
+
+    ca = sub.add_parser("compare-arcs", help="ENAS: retrain the derived architecture beside random ones and a "
+                                             "plain conv stack (same budget and seed) and tabulate test accuracy",
+                        description=cmd_compare_arcs.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="example:\n  tf_rlnas compare-arcs --config fashion_mnist_fixed --random 3")
+    ca.add_argument("--config", action="append", default=[], metavar="FILE", help="a fixed-mode ENAS config")
+    ca.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ca.add_argument("--run-dir", default=None, metavar="DIR", help="default: run.root/run.name of the config")
+    ca.add_argument("--random", type=int, default=3, help="random architectures (default 3)")
+    ca.add_argument("--json", action="store_true", help="print the table as JSON")
+    ca.add_argument("--no-progress", action="store_true")
+    ca.set_defaults(fn=cmd_compare_arcs)
 
     b = sub.add_parser("bench", help="benchmark an algorithm's update and training throughput")
     b.add_argument("algo", metavar="ALGO")

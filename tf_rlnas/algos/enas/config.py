@@ -77,7 +77,9 @@ class EnasSearch:
 
 @dataclasses.dataclass
 class EnasFixed:
-    arc_file: Optional[str] = option(None, help="architecture.json to retrain (mode: fixed)")
+    arc_file: Optional[str] = option(None, help="architecture.json to retrain (mode: fixed); or random:SEED (an "
+                                                "architecture drawn as the untrained controller draws one: "
+                                                "uniform ops, fair-coin skips) or conv_stack (conv3x3, no skips)")
 
 
 @dataclasses.dataclass

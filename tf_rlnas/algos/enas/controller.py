@@ -159,3 +159,37 @@ def arc_string(branches, skips) -> str:
     d = arc_to_dict(branches, skips)
     return "\n".join(f"layer {x['layer']:2d}: {x['op']:<11s}" + (f" + skips from {x['skips']}" if x["skips"] else "")
                      for x in d["layers"])
+
+
+def random_arc(num_layers: int, rng, skip_prob: float = 0.5):
+    """An architecture drawn as the UNTRAINED controller draws one: its logits start near 0 (weights
+    U(-0.1, 0.1)), so each layer's op is uniform over the 6 branches and each skip bit is a fair
+    coin (``skip_prob`` 0.5; a test checks this against a freshly built controller)."""
+    import numpy as np
+
+    b = rng.integers(0, NUM_BRANCHES, size=num_layers).astype(np.int32)
+    s = np.tril((rng.random((num_layers, num_layers)) < skip_prob).astype(np.int32), k=-1)
+    return b, s
+
+
+def conv_stack_arc(num_layers: int):
+    """The plain baseline: conv3x3 at every layer, no skips."""
+    import numpy as np
+
+    return np.zeros(num_layers, np.int32), np.zeros((num_layers, num_layers), np.int32)
+
+
+def special_arc(spec: str, num_layers: int):
+    """``random:SEED`` or ``conv_stack`` as ``fixed.arc_file`` values; None for a file path."""
+    import numpy as np
+
+    if spec == "conv_stack":
+        return conv_stack_arc(num_layers)
+    if spec.startswith("random:"):
+        try:
+            seed = int(spec.split(":", 1)[1])
+        except ValueError:
+            from tf_rlnas.errors import UserError
+            raise UserError(f"fixed.arc_file '{spec}': expected random:SEED with an integer seed") from None
+        return random_arc(num_layers, np.random.default_rng([seed, 4099]))
+    return None

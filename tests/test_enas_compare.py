@@ -1,0 +1,63 @@
+"""ENAS search-quality tools: the random-architecture sampler draws what an untrained controller
+draws, and `tf_rlnas compare-arcs` retrains derived / random / conv-stack architectures with one
+budget and seed and tabulates them."""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tf_rlnas.algos.enas.controller import (NUM_BRANCHES, Controller, arc_to_dict, conv_stack_arc, random_arc,
+                                            special_arc)
+from tf_rlnas.cli import main
+
+
+def test_random_arcs_match_the_untrained_controller_distribution():
+    L, n = 6, 400
+    b, s = zip(*(random_arc(L, np.random.default_rng(i)) for i in range(n)))
+    b, s = np.stack(b), np.stack(s)
+    lower = np.tril(np.ones((L, L), bool), k=-1)
+    assert np.all(s[:, ~lower] == 0)  # only earlier layers
+    op_freq = np.bincount(b.ravel(), minlength=NUM_BRANCHES) / b.size
+    np.testing.assert_allclose(op_freq, 1 / NUM_BRANCHES, atol=0.03)
+    skip_rate = s[:, lower].mean()
+    # a freshly initialised controller (the config's defaults) samples the same way
+    ctrl = Controller(L, lstm_size=32, tanh_constant=1.5)
+    out = ctrl.sample(n, tf.constant([1, 2], tf.int64))
+    c_ops = np.bincount(out["branches"].numpy().ravel(), minlength=NUM_BRANCHES) / (n * L)
+    c_skip = out["skips"].numpy()[:, lower].mean()
+    np.testing.assert_allclose(c_ops, op_freq, atol=0.04)
+    assert abs(c_skip - skip_rate) < 0.04 and abs(skip_rate - 0.5) < 0.03, (c_skip, skip_rate)
+    # the special arc_file values
+    np.testing.assert_array_equal(special_arc("random:7", L)[1], special_arc("random:7", L)[1])
+    assert not np.array_equal(special_arc("random:7", L)[0], special_arc("random:8", L)[0])
+    cb, cs = conv_stack_arc(L)
+    assert np.all(cb == 0) and np.all(cs == 0)
+    assert special_arc("runs/x/architecture.json", L) is None
+
+
+def test_compare_arcs_retrains_each_with_the_same_budget_and_tabulates(tmp_path):
+    L = 3
+    derived = {"architecture": arc_to_dict(np.array([0, 2, 4]), np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]]))}
+    arc_file = tmp_path / "architecture.json"
+    arc_file.write_text(json.dumps(derived))
+    run = str(tmp_path / "fixed")
+    rc = main(["compare-arcs", "--config", "digits_fixed", "--config", "smoke", "--set", f"fixed.arc_file={arc_file}",
+               "--set", "child.epochs=1", "--set", "child.num_layers=5", "--random", "1", "--run-dir", run,
+               "--no-progress"])
+    assert rc == 0
+    table = json.load(open(os.path.join(run, "compare", "comparison.json")))
+    res = table["results"]
+    assert list(res) == ["derived", "random-1", "conv_stack"]
+    assert table["config"]["num_layers"] == L  # the derived arc's depth, not child.num_layers
+    for name, r in res.items():
+        assert 0.3 < r["test_accuracy"] <= 1.0, (name, r)  # digits, 1 epoch: well above chance (0.1)
+        assert r["architecture"]["num_layers"] == L
+        assert os.path.isdir(os.path.join(run, "compare", name, "checkpoints"))
+    assert res["derived"]["architecture"] == derived["architecture"]
+    assert res["random-1"]["architecture"] == arc_to_dict(*special_arc("random:1", L))
+    assert all(x["branch"] == 0 and not x["skips"] for x in res["conv_stack"]["architecture"]["layers"])
+    assert table["random_mean"] == res["random-1"]["test_accuracy"]
+    # a search-mode config is refused with one line
+    assert main(["compare-arcs", "--config", "smoke", "--run-dir", str(tmp_path / "x")]) == 2
