@@ -1,4 +1,4 @@
-"""``tf_rlnas`` command line: train | evaluate | export | list | bench.
+"""``tf_rlnas`` command line: train | evaluate | export | list | bench | compare-arcs.
 
 ``main(argv)`` returns the exit code (tests call it directly). A user mistake prints one line
 ``error: ...`` on stderr and returns 2 before anything is written.
@@ -168,6 +168,7 @@ def cmd_compare_arcs(args) -> int:
 
     import numpy as np
 
+    _import_tf_quietly()  # the controller module imports TensorFlow
     from tf_rlnas.algos.enas.controller import arc_from_dict, arc_to_dict
     from tf_rlnas.core.checkpoint import atomic_write_text
 
