@@ -59,5 +59,12 @@ def test_compare_arcs_retrains_each_with_the_same_budget_and_tabulates(tmp_path)
     assert res["random-1"]["architecture"] == arc_to_dict(*special_arc("random:1", L))
     assert all(x["branch"] == 0 and not x["skips"] for x in res["conv_stack"]["architecture"]["layers"])
     assert table["random_mean"] == res["random-1"]["test_accuracy"]
+    # re-running resumes every retrain (a budget may grow); a changed network is one error line
+    base = ["compare-arcs", "--config", "digits_fixed", "--config", "smoke", "--set", f"fixed.arc_file={arc_file}",
+            "--random", "1", "--run-dir", run, "--no-progress"]
+    assert main(base + ["--set", "child.epochs=2"]) == 0
+    again = json.load(open(os.path.join(run, "compare", "comparison.json")))
+    assert list(again["results"]) == ["derived", "random-1", "conv_stack"]
+    assert main(base + ["--set", "child.epochs=2", "--set", "child.filters=12"]) == 2
     # a search-mode config is refused with one line
     assert main(["compare-arcs", "--config", "smoke", "--run-dir", str(tmp_path / "x")]) == 2

@@ -51,12 +51,13 @@ def test_vector_autoreset_and_truncation_semantics():
     """Truncation is not terminal, and no transition joins two episodes across an autoreset."""
     venv = gym.vector.SyncVectorEnv([lambda: make_env("Pendulum-v1", seed=1, max_episode_steps=3)] * 2)
     obs, _ = venv.reset(seed=[1, 2])
-    vt, stored = VectorTransitions(2), []
-    for _ in range(8):
+    vt, buf = VectorTransitions(2), ReplayBuffer(100, 3, 1)
+    for _ in range(8):  # the training loop's path: keep masks -> the TF-side buffer's masked append
         nxt, r, term, trunc, _ = venv.step(np.zeros((2, 1), np.float32))
-        (o, a, rr, o2, d), keep = vt(obs, np.zeros((2, 1)), r, nxt, term, trunc)
-        stored += list(zip(o, o2, d))
+        buf.append(obs, np.zeros((2, 1)), r, nxt, term, vt.keep(term, trunc))
         obs = nxt
+    st = buf.state()
+    stored = list(zip(st["obs"], st["next_obs"], st["terminated"]))
     # 8 vector steps = 2 x (3 steps + 1 reset step) per env: 6 transitions per env, none terminal
     assert len(stored) == 12
     assert all(d == 0.0 for _, _, d in stored)

@@ -77,8 +77,9 @@ def _config_path(name: str, algo: str | None) -> str:
     return name
 
 
-def _resolve_train_config(args) -> tuple[str, object, type, str, bool]:
-    """-> (algo, cfg, schema, run_dir, resumes)"""
+def _resolve_train_config(args, check_run_dir: bool = True) -> tuple[str, object, type, str, bool]:
+    """-> (algo, cfg, schema, run_dir, resumes); ``check_run_dir`` False: run_dir is only a parent
+    folder (compare-arcs), not a run to resume."""
     algo = args.algo
     if algo:
         registry.get(algo)
@@ -94,7 +95,8 @@ def _resolve_train_config(args) -> tuple[str, object, type, str, bool]:
                 raise UserError(f"{path} is a '{file_algo}' config but the algorithm is '{algo}'")
             algo = file_algo
         files.append(path)
-    saved = rundir.saved_config(args.run_dir) if args.run_dir and os.path.isdir(args.run_dir) else None
+    saved = (rundir.saved_config(args.run_dir) if check_run_dir and args.run_dir and os.path.isdir(args.run_dir)
+             else None)
     if algo is None and saved is not None:
         algo = saved[0]
         registry.get(algo)
@@ -104,6 +106,8 @@ def _resolve_train_config(args) -> tuple[str, object, type, str, bool]:
     schema = registry.get(algo).load("config")
     cfg = C.resolve(schema, files, args.set)
     run_dir = args.run_dir or os.path.join(cfg.run.root, cfg.run.name or algo)
+    if not check_run_dir:
+        return algo, cfg, schema, run_dir, False
     if args.run_dir is None and os.path.isdir(run_dir):
         saved = rundir.saved_config(run_dir)
     if saved is not None and saved[0] == algo:
@@ -173,7 +177,7 @@ def cmd_compare_arcs(args) -> int:
     from tf_rlnas.core.checkpoint import atomic_write_text
 
     args.algo = "enas"
-    algo, cfg, schema, run_dir, _ = _resolve_train_config(args)
+    algo, cfg, schema, run_dir, _ = _resolve_train_config(args, check_run_dir=False)
     if cfg.mode != "fixed":
         raise UserError("compare-arcs retrains architectures: give a fixed-mode config "
                         "(e.g. --config fashion_mnist_fixed) whose fixed.arc_file is the derived architecture")
@@ -199,6 +203,7 @@ def cmd_compare_arcs(args) -> int:
     for name, arc in candidates:
         c = dataclasses.replace(cfg, child=child, fixed=dataclasses.replace(cfg.fixed, arc_file=arc))
         rd = os.path.join(out_dir, name)
+        rundir.check_run_dir(rd, algo, c, schema)  # a changed network or seed: one line, not a restore error
         rundir.ensure_writable(rd)
         rundir.write_config(rd, algo, c)
         print(f"retraining {name} ({arc}) in {rd}", flush=True)

@@ -26,9 +26,9 @@ class ReplayBuffer(tf.Module):
     def __init__(self, capacity: int, obs_dim: int, act_dim: int):
         super().__init__(name="replay")
         self.capacity = int(capacity)
-        widths = {"obs": obs_dim, "actions": act_dim, "rewards": 0, "next_obs": obs_dim, "terminated": 0}
+        widths = dict(zip(FIELDS, (obs_dim, act_dim, 0, obs_dim, 0)))  # 0 = a scalar column
         self.columns, col = {}, 0
-        for k, w in widths.items():  # 0 = a scalar column
+        for k, w in widths.items():
             self.columns[k] = (col, w)
             col += max(w, 1)
         self.width = col
@@ -103,11 +103,7 @@ class VectorTransitions:
         self.resetting = np.zeros(num_envs, bool)
 
     def keep(self, terminated, truncated) -> np.ndarray:
+        """True for the sub-envs whose step is a transition (False: an autoreset step)."""
         keep = ~self.resetting
         self.resetting = np.logical_or(terminated, truncated)
         return keep
-
-    def __call__(self, obs, actions, rewards, next_obs, terminated, truncated):
-        keep = self.keep(terminated, truncated)
-        return (obs[keep], actions[keep], rewards[keep], next_obs[keep],
-                terminated[keep].astype(np.float32)), keep

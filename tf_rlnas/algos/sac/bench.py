@@ -51,12 +51,6 @@ def gemm_rate(dtype: str, seconds: float = 1.0, n: int = 1024) -> float:
     return _rate(lambda: f(a).numpy(), seconds, 2 * n ** 3 * reps)
 
 
-def bf16_supported() -> bool:
-    """bfloat16 matmuls are only worth it with native support (AVX512_BF16 or AMX-BF16)."""
-    from tf_rlnas.algos.sac.networks import resolve_matmul_dtype
-    return resolve_matmul_dtype("auto") == "bfloat16"
-
-
 def _mlp_macs(sizes: list[int]) -> int:
     return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
@@ -89,10 +83,8 @@ def _fill(tr, n: int, seed: int) -> None:
 def measure_loop(trainer_cls, cfg, seconds: float) -> dict:
     """Steady env steps/s of ``Trainer.fit`` (the real loop) and where a loop step's time goes."""
     B = cfg.train.batch_size
-    warm = 300
-    rate_guess = 400.0
-    steps = warm + int(seconds * rate_guess)
-    c = _with(cfg, start_steps=0, eval_every=0, eval_episodes=1, total_env_steps=steps)
+    warm = 100  # iterations before timing (traces, warm caches); then ~``seconds`` of timed loop
+    c = _with(cfg, start_steps=0, eval_every=0, eval_episodes=1, total_env_steps=10**9)
     c = dataclasses.replace(c, run=dataclasses.replace(c.run, log_every=10**9, checkpoint_every=10**9))
     with tempfile.TemporaryDirectory() as d:
         tr = trainer_cls(c, d)
@@ -117,14 +109,16 @@ def measure_loop(trainer_cls, cfg, seconds: float) -> dict:
                 return out
 
         tr.venv.step, tr.env_step = timed_step, TimedCall()
-        marks = {}
+        marks = []
 
         def on_it(it):
-            if it == warm or it == steps - 1:
-                marks[it] = (time.perf_counter(), tr.env_steps, int(tr.learner.updates.numpy()), dict(acc))
+            now = time.perf_counter()
+            if it == warm or (marks and now - marks[0][0] >= seconds and len(marks) == 1):
+                marks.append((now, tr.env_steps, int(tr.learner.updates.numpy()), dict(acc)))
 
+        tr.done = lambda: len(marks) == 2  # stop once the timed window is closed
         tr.fit(progress=False, on_iteration=on_it)
-        (t0, s0, u0, a0), (t1, s1, u1, a1) = marks[warm], marks[steps - 1]
+        (t0, s0, u0, a0), (t1, s1, u1, a1) = marks
         wall = t1 - t0
         # acting alone: the same compiled call with 0 updates
         p = np.zeros((c.env.num_envs, tr.obs_dim + 3), np.float32)
@@ -146,7 +140,7 @@ def run_peer(peer: str, python: str, cfg, seconds: float) -> dict | None:
               f"and pass --peer-python /tmp/peers/bin/python")
         return None
     script = os.path.join(os.path.dirname(__file__), "peer_bench.py")
-    threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+    threads = os.cpu_count() or 1  # the peer's own default: all cores (our intra-op setting is ours)
     hidden = ",".join(str(h) for h in cfg.agent.actor_hidden)
     out = subprocess.run([python, script, peer, cfg.env.id, hidden, str(cfg.train.batch_size), str(seconds),
                           str(threads)], capture_output=True, text=True)
@@ -158,7 +152,7 @@ def run_peer(peer: str, python: str, cfg, seconds: float) -> dict | None:
 
 def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: str | None = None) -> None:
     from tf_rlnas import registry
-
+    from tf_rlnas.algos.sac.networks import resolve_matmul_dtype
     from tf_rlnas.core.seeding import configure_threads
 
     configure_threads(cfg.run.intra_op_threads, cfg.run.inter_op_threads)  # before TF runs any op
@@ -169,7 +163,7 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
           f"batch={B}  threads intra-op={tf.config.threading.get_intra_op_parallelism_threads() or 'default'} "
           f"inter-op={tf.config.threading.get_inter_op_parallelism_threads() or 'default'}  "
           f"cpus={os.cpu_count()}")
-    dtypes = ["float32"] + (["bfloat16"] if bf16_supported() else [])
+    dtypes = ["float32"] + (["bfloat16"] if resolve_matmul_dtype("auto") == "bfloat16" else [])
     rates = {dt: gemm_rate(dt) for dt in dtypes}
     print("  large GEMM (1024^3, measured now): " + ", ".join(f"{dt} {r / 1e9:.0f} GFLOP/s" for dt, r in rates.items())
           + ("" if "bfloat16" in rates else "  (no native bfloat16 on this CPU: bf16 path not measured)"))
@@ -192,7 +186,6 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
                     print(f"  update alone, {dt:8s} {'XLA        ' if jit else 'tf.function'}, {k:2d} per call: "
                           f"{ups:7.1f} updates/s  ({ups * flops / 1e9:5.1f} GFLOP/s, "
                           f"{ups * flops / rates[dt]:4.0%} of the {dt} GEMM rate)")
-    from tf_rlnas.algos.sac.networks import resolve_matmul_dtype
     dtype = resolve_matmul_dtype(cfg.agent.matmul_dtype)
     path = (f"{dtype} matmuls{' (auto)' if cfg.agent.matmul_dtype == 'auto' else ''}, "
             f"{'XLA' if cfg.train.jit_compile else 'tf.function'}")

@@ -47,7 +47,6 @@ class SACLearner(tf.Module):
                       "rewards": tf.TensorSpec([None, None], tf.float32),
                       "next_obs": tf.TensorSpec([None, None, obs_dim], tf.float32),
                       "terminated": tf.TensorSpec([None, None], tf.float32)}
-        self.jit_compile = bool(jit_compile)
         self.train = tf.function(self._train, input_signature=[batch_spec], jit_compile=jit_compile)
         self.train_unrolled = tf.function(self._train, jit_compile=jit_compile)
         self.build_extra()
@@ -175,6 +174,8 @@ class EnvStep(tf.Module):
     call. The functions are called as concrete functions (skips ~0.1 ms of argument dispatch).
     """
 
+    UNROLL = 2  # up to this many updates per call run unrolled; more run in a graph loop
+
     def __init__(self, learner: SACLearner, buffer, num_envs: int, batch_size: int):
         super().__init__(name="env_step")
         self.learner, self.buffer, self.batch_size = learner, buffer, int(batch_size)
@@ -184,8 +185,6 @@ class EnvStep(tf.Module):
         self.last_act = tf.Variable(tf.zeros((num_envs, self.act_dim)), trainable=False)
         self.metrics = {k: tf.Variable(0.0, trainable=False) for k in METRICS}
         self._fns: dict = {}
-
-    UNROLL = 2  # up to this many updates per call run unrolled; more run in a graph loop
 
     def __call__(self, packed: np.ndarray, updates: int, random: bool) -> tf.Tensor:
         key = (min(int(updates), self.UNROLL + 1), bool(random))
