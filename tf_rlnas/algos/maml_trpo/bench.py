@@ -1,6 +1,7 @@
 """``tf_rlnas bench maml_trpo [--config FAMILY]``: seconds per meta-iteration split into sampling,
 inner loop and TRPO step, env steps/s of the sampler, second order and with ``first_order`` (with
-the configured ``maml.hvp``), and second order with the other Hessian-vector-product method."""
+the configured ``maml.hvp`` and ``maml.jit_compile``), and second order with the other
+Hessian-vector-product methods (XLA-compiled, their faster setting)."""
 
 from __future__ import annotations
 
@@ -34,12 +35,11 @@ def run(cfg, seconds: float = 5.0) -> None:
           f"hidden {cfg.policy.hidden}, {m.num_steps} inner step(s), CG {m.cg_iters}, jit {m.jit_compile}, "
           f"env workers {cfg.env.workers} (medians)")
     print(f"{'':32s}{'iteration s':>12s}{'sampling':>10s}{'inner':>8s}{'TRPO':>8s}{'env steps/s':>13s}")
-    rows = [("second order", False, m.hvp), ("first order", True, m.hvp)]
-    other = "double_backprop" if m.hvp == "gauss_newton" else "gauss_newton"
-    rows.append(("second order", False, other))
-    for label, first, hvp in rows:
-        c = dataclasses.replace(cfg, maml=dataclasses.replace(m, first_order=first, hvp=hvp))
+    rows = [("second order", False, m.hvp, m.jit_compile), ("first order", True, m.hvp, m.jit_compile)]
+    rows += [("second order", False, h, True) for h in ("analytic", "gauss_newton", "double_backprop") if h != m.hvp]
+    for label, first, hvp, jit in rows:
+        c = dataclasses.replace(cfg, maml=dataclasses.replace(m, first_order=first, hvp=hvp, jit_compile=jit))
         r = _measure(c, seconds)
-        label = f"{label}, {hvp}"
+        label = f"{label}, {hvp}{', XLA' if jit else ''}"
         print(f"{label:32s}{r['time/iteration_s']:12.3f}{r['time/sample_s']:10.3f}{r['time/inner_s']:8.3f}"
               f"{r['time/trpo_s']:8.3f}{r['time/env_steps_per_s']:13,.0f}   ({r['n']} iterations)")

@@ -52,10 +52,13 @@ class MAMLSection:
     cg_damping: float = option(1e-5, min=0.0)
     ls_max_steps: int = option(15, min=1)
     ls_backtrack_ratio: float = option(0.8, gt=0.0, max=0.999)
-    hvp: Literal["gauss_newton", "double_backprop"] = option(
-        "gauss_newton", help="KL Hessian-vector products: J^T F J v (exact at the TRPO point, no third-order "
-                             "terms) or double backprop through the adaptation")
-    jit_compile: bool = option(True, help="XLA-compile the TRPO direction (gradient, CG on the KL Hessian)")
+    hvp: Literal["analytic", "gauss_newton", "double_backprop"] = option(
+        "analytic", help="KL Hessian-vector products (all exact at the TRPO point): J^T F J v written out with "
+                         "theta-only terms cached once per meta-iteration (Gaussian policies; categorical ones use "
+                         "gauss_newton), J^T F J v by autodiff (forward-mode JVP + reverse VJP), or double backprop "
+                         "through the adaptation")
+    jit_compile: bool = option(False, help="XLA-compile the TRPO direction (gradient, CG on the KL Hessian): "
+                                           "faster for the autodiff hvp methods, slower for analytic (README)")
 
 
 @dataclasses.dataclass

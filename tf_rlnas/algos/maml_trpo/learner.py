@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_rlnas.algos.maml_trpo import baseline, trpo
+from tf_rlnas.algos.maml_trpo.curvature import MLPGaussianCurvature
 from tf_rlnas.algos.maml_trpo.policies import MetaPolicy
 from tf_rlnas.distributions import diag_gaussian_kl
 
@@ -192,6 +193,8 @@ class MAMLLearner:
         vanishes; J v is a forward-mode JVP through the adaptation, J^T u a reverse VJP on a tape
         kept for all CG iterations, F u a double backprop through the policy alone."""
         method = method or self.hvp_method
+        if method == "analytic" and self.policy.gaussian:
+            return self._analytic_hvp(train_batches, lrs, valid)
         if method == "double_backprop":
             def hvp(v):
                 with tf.GradientTape() as outer:
@@ -222,6 +225,25 @@ class MAMLLearner:
             jv = [tf.zeros_like(p) if j is None else j for p, j in zip(ad, acc.jvp(ad))]
             jt = adapt_tape.gradient(adapted, self.variables, output_gradients=fisher(jv))
             return trpo.flat_concat(jt) + self.damping * v
+        return hvp
+
+    def _analytic_hvp(self, train_batches, lrs, valid):
+        """``analytic``: the same J^T F J v with every theta-dependent quantity computed once and
+        the R-operator products written out (``curvature.MLPGaussianCurvature``)."""
+        params = [tf.stop_gradient(p) for p in self.policy.tiled(self.k, self.variables)]
+        steps = []
+        for i, b in enumerate(train_batches):
+            obs, actions, adv, mask = b
+            coef = adv * mask / tf.maximum(tf.reduce_sum(mask, axis=(1, 2), keepdims=True), 1.0)
+            steps.append((params, self._flat(obs), self._flat(actions), tf.reshape(coef, [self.k, -1])))
+            params = [tf.stop_gradient(p) for p in self.adapt_from(params, b, lrs[i], first_order=True)]
+        obs, _, _, mask = valid
+        w = mask / (tf.maximum(tf.reduce_sum(mask, axis=(1, 2), keepdims=True), 1.0) * self.k)
+        curv = MLPGaussianCurvature(self.policy, steps, lrs, params, self._flat(obs), tf.reshape(w, [self.k, -1]),
+                                    self.first_order)
+
+        def hvp(v):
+            return trpo.flat_concat(curv.hvp(trpo.unflatten(v, self.variables), self.damping))
         return hvp
 
     def _evaluate(self, train_batches, lrs, valid, old_logp, old_dist):

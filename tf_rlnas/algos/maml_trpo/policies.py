@@ -29,6 +29,7 @@ class MetaPolicy(keras.Model):
         super().__init__(name=name)
         self.obs_dim, self.act_dim, self.gaussian = int(obs_dim), int(act_dim), bool(gaussian)
         self.activation = keras.activations.get(activation)
+        self.activation_name = activation
         self.min_log_std = math.log(min_std)
         sizes = [self.obs_dim, *[int(h) for h in hidden], self.act_dim]
         glorot = keras.initializers.GlorotUniform()
