@@ -195,6 +195,17 @@ class EnvStep(tf.Module):
             self._fns[key] = fn
         return fn(tf.constant(packed), tf.constant(updates, tf.int32))
 
+    def updates_only(self, k: int):
+        """A concrete function running the loop's update path alone: ``k`` uniform batches drawn
+        from the TF replay buffer and ``k`` updates (unrolled up to ``UNROLL``, else a graph loop)
+        in one call, no inputs; returns the last update's metrics. For ``bench sac``."""
+        def fn():
+            batches = self.buffer.sample_tf(self.learner.rng, k, self.batch_size)
+            if k <= self.UNROLL:
+                return self.learner.train_unrolled(batches, k)
+            return self.learner.train(batches)
+        return tf.function(fn).get_concrete_function()
+
     def _call(self, packed, k, updates: int, random: bool):
         d = self.obs_dim
         next_obs, rewards, term, keep = packed[:, :d], packed[:, d], packed[:, d + 1], packed[:, d + 2]
@@ -209,8 +220,8 @@ class EnvStep(tf.Module):
                 self.metrics[name].assign(out[name])
         if random:
             action = self.learner.rng.uniform(tf.stack([tf.shape(next_obs)[0], self.act_dim]), -1.0, 1.0)
-        else:
-            action = self.learner._act(next_obs, tf.constant(False))
+        else:  # the stochastic branch of learner._act without its tf.cond (an If node per call)
+            action = self.learner.actor.dist(next_obs).sample(self.learner.rng.make_seeds(1)[:, 0])[0]
         self.last_obs.assign(next_obs)
         self.last_act.assign(action)
         return action
