@@ -194,6 +194,23 @@ def test_controller_learns_a_synthetic_reward():
     assert (final == 3).mean() > 0.7
 
 
+def test_warmup_epochs_leave_the_controller_untouched_then_it_learns(tmp_path):
+    """search.warmup_epochs: the shared weights train on the untrained controller's draws and the
+    controller takes no step (its weights and the baseline stay) until the warm-up is over."""
+    tr = EnasTrainer(C.resolve(EnasConfig, [], SMOKE + ["child.epochs=2", "search.warmup_epochs=1"]), str(tmp_path))
+    before = [v.numpy().copy() for v in tr.controller.trainable_variables]
+    child_before = [v.numpy().copy() for v in tr.child.trainable_variables]
+    m = tr.train_iteration()
+    tr.iteration.assign_add(1)
+    assert "controller/loss" not in m
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, tr.controller.trainable_variables))
+    assert not bool(tr.has_baseline.numpy())
+    assert any(not np.array_equal(a, v.numpy()) for a, v in zip(child_before, tr.child.trainable_variables))
+    m = tr.train_iteration()
+    assert "controller/loss" in m
+    assert any(not np.array_equal(a, v.numpy()) for a, v in zip(before, tr.controller.trainable_variables))
+
+
 def test_search_resume_restores_everything(tmp_path):
     full = EnasTrainer(C.resolve(EnasConfig, [], SMOKE + ["child.epochs=3"]), str(tmp_path / "full"))
     full.fit(progress=False)

@@ -71,6 +71,9 @@ class EnasSearch:
     eval_every: int = option(10, min=0, resume_ok=True,
                              help="every N epochs: best of eval_archs sampled arcs on validation + its test accuracy")
     eval_archs: int = option(10, min=1, resume_ok=True)
+    warmup_epochs: int = option(0, min=0, help="epochs of shared-weight training on architectures drawn by the "
+                                               "untrained controller (uniform ops, fair-coin skips) before the "
+                                               "controller's first step (0 = the paper: it learns from epoch 1)")
     derive_archs: int = option(100, min=1, help="at the end: sample this many architectures ...")
     derive_valid_batches: int = option(4, min=1, help="... and keep the best on this many validation batches")
 

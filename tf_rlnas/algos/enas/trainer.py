@@ -250,7 +250,8 @@ class EnasTrainer(Trainer):
         if self.fixed:
             m["fixed/test_accuracy"] = self.evaluate_arc(self.splits.test())
             return m
-        m.update(self._train_controller(epoch))
+        if epoch >= cfg.search.warmup_epochs:  # warm-up: the shared weights train on the untrained controller's draws
+            m.update(self._train_controller(epoch))
         if cfg.search.eval_every and (epoch + 1) % cfg.search.eval_every == 0:
             m.update(self._eval_search(epoch))
         return m
