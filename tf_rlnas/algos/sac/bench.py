@@ -5,8 +5,8 @@ Printed: this machine's large-GEMM rate in float32 and bfloat16 (measured now), 
 FLOPs and the floors they imply; the update alone (updates/s, 1 and 10 per call) for every path
 (float32 / bfloat16 matmuls x tf.function / XLA), measured on the path the training loop runs: one
 compiled call with no inputs that draws the batches from the TF replay buffer and runs the updates
-(as the peers' ``train(gradient_steps)`` samples their buffers too); the training loop's steady env steps/s with the
-config's path and the share of a loop step spent in the env, in acting (the compiled call with no
+(as the peers' ``train(gradient_steps)`` samples their buffers too), each path in a fresh process
+as the peers are; the training loop's steady env steps/s with the config's path and the share of a loop step spent in the env, in acting (the compiled call with no
 update), in the update and elsewhere (Python bookkeeping, argument binding, the trainer loop); and
 with ``--compare sb3|sbx`` the peer measured in a subprocess (``--peer-python``) with the ratios.
 """
@@ -133,6 +133,47 @@ def measure_loop(trainer_cls, cfg, seconds: float) -> dict:
                 "share_else": (wall - env_t - call_t) / wall, "ms_per_step": 1e3 * wall / max(s1 - s0, 1)}
 
 
+def measure_update(trainer_cls, cfg, seconds: float) -> dict:
+    """Updates/s at 1 and 10 per call on the loop's own path (``EnvStep.updates_only``)."""
+    with tempfile.TemporaryDirectory() as d:
+        tr = trainer_cls(cfg, d)
+        _fill(tr, 4096, 0)
+        out = {}
+        for k in (1, 10):
+            fn = tr.env_step.updates_only(k)  # replay sampling on the TF side included
+            out[str(k)] = _rate(lambda: fn()["critic_loss"].numpy(), seconds, k)
+        tr.venv.close()
+    return out
+
+
+def _fresh_process(what: str, algo: str, cfg, seconds: float) -> dict:
+    """Run ``measure_update`` or ``measure_loop`` for ``cfg`` in a new Python process, as the peers
+    are: measured in one process after one another, a path ran ~10-15% slower when trainers of
+    other paths (an XLA one above all) had been built before it."""
+    from tf_rlnas import config as C
+
+    req = json.dumps({"what": what, "algo": algo, "cfg": C.to_dict(cfg), "seconds": seconds})
+    out = subprocess.run([sys.executable, "-c", "from tf_rlnas.algos.sac.bench import _child; _child()"],
+                         input=req, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench subprocess failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _child() -> None:
+    from tf_rlnas import config as C
+    from tf_rlnas import registry
+    from tf_rlnas.core.seeding import configure_threads
+
+    req = json.loads(sys.stdin.read())
+    spec = registry.get(req["algo"])
+    cfg = C.from_dict(spec.load("config"), req["cfg"])
+    configure_threads(cfg.run.intra_op_threads, cfg.run.inter_op_threads)
+    trainer_cls = spec.load("trainer")
+    fn = measure_update if req["what"] == "update" else measure_loop
+    print(json.dumps(fn(trainer_cls, cfg, req["seconds"])))
+
+
 def run_peer(peer: str, python: str, cfg, seconds: float) -> dict | None:
     module, dist = PEERS[peer]
     probe = subprocess.run([python, "-c", f"import {module}"], capture_output=True)
@@ -170,29 +211,29 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
     print("  large GEMM (1024^3, measured now): " + ", ".join(f"{dt} {r / 1e9:.0f} GFLOP/s" for dt, r in rates.items())
           + ("" if "bfloat16" in rates else "  (no native bfloat16 on this CPU: bf16 path not measured)"))
     best = {}
-    flops = None
+    with tempfile.TemporaryDirectory() as d:
+        tr = trainer_cls(cfg, d)
+        flops = update_flops(cfg.agent, tr.obs_dim, tr.act_dim, B)
+        tr.venv.close()
+        del tr
+    print(f"  one update = {flops / 1e9:.3f} GFLOP of matmuls -> floor "
+          + ", ".join(f"{rates[k] / flops:.0f} updates/s in {k}" for k in rates))
+    print("  (each of our paths below runs in a fresh process, as the peers do)")
     for dt in dtypes:
         for jit in (False, True):
-            with tempfile.TemporaryDirectory() as d:
-                tr = trainer_cls(_with(cfg, dt, jit), d)
-                _fill(tr, 4096, 0)
-                if flops is None:
-                    flops = update_flops(cfg.agent, tr.obs_dim, tr.act_dim, B)
-                    print(f"  one update = {flops / 1e9:.3f} GFLOP of matmuls -> floor "
-                          + ", ".join(f"{rates[k] / flops:.0f} updates/s in {k}" for k in rates))
-                for k in (1, 10):
-                    fn = tr.env_step.updates_only(k)  # the loop's path: replay sampling on the TF side included
-                    ups = _rate(lambda: fn()["critic_loss"].numpy(), seconds, k)
-                    best[(dt, jit, k)] = ups
-                    print(f"  update alone, {dt:8s} {'XLA        ' if jit else 'tf.function'}, {k:2d} per call: "
-                          f"{ups:7.1f} updates/s  ({ups * flops / 1e9:5.1f} GFLOP/s, "
-                          f"{ups * flops / rates[dt]:4.0%} of the {dt} GEMM rate)")
+            res = _fresh_process("update", algo, _with(cfg, dt, jit), seconds)
+            for k in (1, 10):
+                ups = res[str(k)]
+                best[(dt, jit, k)] = ups
+                print(f"  update alone, {dt:8s} {'XLA        ' if jit else 'tf.function'}, {k:2d} per call: "
+                      f"{ups:7.1f} updates/s  ({ups * flops / 1e9:5.1f} GFLOP/s, "
+                      f"{ups * flops / rates[dt]:4.0%} of the {dt} GEMM rate)")
     dtype = resolve_matmul_dtype(cfg.agent.matmul_dtype)
     path = (f"{dtype} matmuls{' (auto)' if cfg.agent.matmul_dtype == 'auto' else ''}, "
             f"{'XLA' if cfg.train.jit_compile else 'tf.function'}")
     ours_update = best.get((dtype, bool(cfg.train.jit_compile), 1))
     ours_update10 = best.get((dtype, bool(cfg.train.jit_compile), 10))
-    loop = measure_loop(trainer_cls, cfg, seconds)
+    loop = _fresh_process("loop", algo, cfg, seconds)
     print(f"  training loop ({path}; {cfg.env.num_envs} env(s), update_every={cfg.train.update_every}, "
           f"updates_per_step={cfg.train.updates_per_step}): {loop['env_steps_per_s']:7.1f} env steps/s, "
           f"{loop['updates_per_s']:7.1f} updates/s, {loop['ms_per_step']:.2f} ms per env step")

@@ -47,6 +47,7 @@ class SACLearner(tf.Module):
                       "rewards": tf.TensorSpec([None, None], tf.float32),
                       "next_obs": tf.TensorSpec([None, None, obs_dim], tf.float32),
                       "terminated": tf.TensorSpec([None, None], tf.float32)}
+        self.jit_compile = bool(jit_compile)
         self.train = tf.function(self._train, input_signature=[batch_spec], jit_compile=jit_compile)
         self.train_unrolled = tf.function(self._train, jit_compile=jit_compile)
         self.build_extra()
@@ -200,11 +201,17 @@ class EnvStep(tf.Module):
         from the TF replay buffer and ``k`` updates (unrolled up to ``UNROLL``, else a graph loop)
         in one call, no inputs; returns the last update's metrics. For ``bench sac``."""
         def fn():
-            batches = self.buffer.sample_tf(self.learner.rng, k, self.batch_size)
-            if k <= self.UNROLL:
-                return self.learner.train_unrolled(batches, k)
-            return self.learner.train(batches)
+            return self._updates(self.buffer.sample_tf(self.learner.rng, k, self.batch_size), k)
         return tf.function(fn).get_concrete_function()
+
+    def _updates(self, batches, k: int):
+        """``k`` updates traced into the caller's graph: unrolled up to ``UNROLL``, else a graph loop.
+        Inline, not through the learner's ``tf.function``s (a nested function call measured ~10%
+        of an update at 1 per call), except under XLA where the nested function is the XLA cluster."""
+        learner = self.learner
+        if learner.jit_compile:
+            return learner.train_unrolled(batches, k) if k <= self.UNROLL else learner.train(batches)
+        return learner._train(batches, unroll=k if k <= self.UNROLL else 0)
 
     def _call(self, packed, k, updates: int, random: bool):
         d = self.obs_dim
@@ -212,10 +219,7 @@ class EnvStep(tf.Module):
         self.buffer.append(self.last_obs, self.last_act, rewards, next_obs, term, keep)
         if updates:
             batches = self.buffer.sample_tf(self.learner.rng, k, self.batch_size)
-            if updates <= self.UNROLL:
-                out = self.learner.train_unrolled(batches, updates)
-            else:
-                out = self.learner.train(batches)
+            out = self._updates(batches, updates)
             for name in METRICS:
                 self.metrics[name].assign(out[name])
         if random:
