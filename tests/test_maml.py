@@ -188,15 +188,21 @@ def test_gauss_newton_hvp_equals_double_backprop_at_the_trpo_point(first_order):
     """J^T F J v (forward-mode JVP + reverse VJP through the adaptation) equals the double-backprop
     Hessian-vector product of the mean KL through the adaptation, where new' = old'."""
     pol, learner, train, valid = _tiny_learner(first_order)
-    lrs = tf.constant([0.5])
+    for v, gn, db in _hvps_vs_double_backprop(learner, train, tf.constant([0.5]), valid, "gauss_newton"):
+        np.testing.assert_allclose(gn, db, rtol=1e-3, atol=1e-5 * np.abs(db).max())
+        assert np.dot(gn, v) > 0  # positive definite along v
+
+
+def _hvps_vs_double_backprop(learner, train, lrs, valid, method):
+    """(v, H v by ``method``, H v by double backprop) for two random directions at the TRPO point."""
     old_logp, old_dist = learner.old_policy(train, lrs, valid)
     n = sum(int(np.prod(v.shape)) for v in learner.variables)
+    out = []
     for seed in (0, 1):
         v = tf.constant(np.random.default_rng(seed).normal(size=n), tf.float32)
-        gn = learner.make_hvp(train, lrs, valid, old_logp, old_dist, "gauss_newton")(v).numpy()
-        db = learner.make_hvp(train, lrs, valid, old_logp, old_dist, "double_backprop")(v).numpy()
-        np.testing.assert_allclose(gn, db, rtol=1e-3, atol=1e-5 * np.abs(db).max())
-        assert np.dot(gn, v.numpy()) > 0  # positive definite along v
+        out.append((v.numpy(), learner.make_hvp(train, lrs, valid, old_logp, old_dist, method)(v).numpy(),
+                    learner.make_hvp(train, lrs, valid, old_logp, old_dist, "double_backprop")(v).numpy()))
+    return out
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
@@ -223,12 +229,7 @@ def test_analytic_hvp_equals_double_backprop(activation, first_order, num_steps)
                 tf.constant(r.normal(size=(2, 3, 4)), tf.float32), tf.constant(mask))
     train, valid = tuple(batch(1 + j) for j in range(num_steps)), batch(9)
     lrs = tf.constant([0.5, 0.3][:num_steps])
-    old_logp, old_dist = learner.old_policy(train, lrs, valid)
-    n = sum(int(np.prod(v.shape)) for v in learner.variables)
-    for seed in (0, 1):
-        v = tf.constant(np.random.default_rng(seed).normal(size=n), tf.float32)
-        an = learner.make_hvp(train, lrs, valid, old_logp, old_dist, "analytic")(v).numpy()
-        db = learner.make_hvp(train, lrs, valid, old_logp, old_dist, "double_backprop")(v).numpy()
+    for _, an, db in _hvps_vs_double_backprop(learner, train, lrs, valid, "analytic"):
         np.testing.assert_allclose(an, db, rtol=1e-4, atol=1e-5 * np.abs(db).max())
         assert np.abs(an).max() > 1e-2  # not trivially zero
 
