@@ -185,8 +185,9 @@ def run_peer(peer: str, python: str, cfg, seconds: float) -> dict | None:
     script = os.path.join(os.path.dirname(__file__), "peer_bench.py")
     threads = os.cpu_count() or 1  # the peer's own default: all cores (our intra-op setting is ours)
     hidden = ",".join(str(h) for h in cfg.agent.actor_hidden)
-    out = subprocess.run([python, script, peer, cfg.env.id, hidden, str(cfg.train.batch_size), str(seconds),
-                          str(threads)], capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as cwd:  # the peers' gymnasium + MuJoCo 3.17 write MUJOCO_LOG.TXT into the cwd
+        out = subprocess.run([python, script, peer, cfg.env.id, hidden, str(cfg.train.batch_size), str(seconds),
+                              str(threads)], capture_output=True, text=True, cwd=cwd)
     if out.returncode != 0:
         print(f"  --compare {peer}: the peer run failed: {out.stderr.strip().splitlines()[-1:]}")
         return None
