@@ -176,6 +176,7 @@ def _child() -> None:
 
 def run_peer(peer: str, python: str, cfg, seconds: float) -> dict | None:
     module, dist = PEERS[peer]
+    python = os.path.abspath(python) if os.sep in python else python  # it runs from a temporary cwd
     probe = subprocess.run([python, "-c", f"import {module}"], capture_output=True)
     if probe.returncode != 0:
         print(f"  --compare {peer}: '{module}' is not importable by {python}; install it in a separate "
