@@ -293,6 +293,35 @@ def test_discrete_families_run_and_export(tmp_path, family):
     assert got["action"].dtype == np.int32
 
 
+def test_evaluate_on_a_common_task_set(tmp_path, capsys):
+    """`evaluate --tasks N --task-seed S`: the same N tasks whatever the run's seed (so runs of
+    different seeds compare on one set), a separate .npz (the training-time evaluation file is
+    kept), deterministic; the flags on another algorithm's run are one error line, exit 2."""
+    runs = []
+    for seed in (0, 1):
+        run = str(tmp_path / f"s{seed}")
+        assert main(["train", "maml_trpo", *sum([["--set", s] for s in TINY], []), "--set", "train.meta_iterations=2",
+                     "--set", f"run.seed={seed}", "--run-dir", run]) == 0
+        runs.append(run)
+    before = np.load(os.path.join(runs[0], "eval-2.npz"))["returns"].copy()
+    got = []
+    for run in runs + runs[:1]:
+        capsys.readouterr()
+        assert main(["evaluate", run, "--tasks", "3", "--task-seed", "5", "--json"]) == 0
+        got.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+        assert np.load(os.path.join(run, "eval-2-tasks3-taskseed5.npz"))["returns"].shape == (2, 3)
+    assert got[0] == got[2]  # deterministic
+    assert got[0] != got[1]  # the two meta-policies differ on the same tasks
+    np.testing.assert_array_equal(np.load(os.path.join(runs[0], "eval-2.npz"))["returns"], before)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text("algo: sac\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(other), "--tasks", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "maml_trpo runs only" in err[0]
+
+
 def test_gaussian_export_serves_the_meta_policy_mean(tmp_path):
     run = str(tmp_path / "nav")
     assert main(["train", "maml_trpo", *sum([["--set", s] for s in TINY], []), "--set", "train.meta_iterations=1",

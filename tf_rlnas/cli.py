@@ -255,8 +255,13 @@ def _record_videos(args) -> int:
 def cmd_evaluate(args) -> int:
     if args.video is not None:
         return _record_videos(args)
+    if (args.tasks is not None or args.task_seed is not None) and _saved_algo(args.run_dir) not in (None, "maml_trpo"):
+        raise UserError("--tasks / --task-seed apply to maml_trpo runs only")
+    if args.tasks is not None and args.tasks < 1:
+        raise UserError("--tasks must be >= 1")
     _, _, trainer = _load_run(args.run_dir)
-    metrics = trainer.evaluate(args.episodes)
+    extra = {k: v for k, v in (("tasks", args.tasks), ("task_seed", args.task_seed)) if v is not None}
+    metrics = trainer.evaluate(args.episodes, **extra)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -268,6 +273,11 @@ def cmd_evaluate(args) -> int:
             for k, v in metrics.items():
                 print(f"  {k}: {v:.6g}")
     return 0
+
+
+def _saved_algo(run_dir: str) -> str | None:
+    saved = rundir.saved_config(run_dir) if os.path.isdir(run_dir) else None
+    return saved[0] if saved else None
 
 
 def cmd_export(args) -> int:
@@ -339,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--episodes", type=int, default=None, help="evaluation episodes (default: the config's)")
     e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    e.add_argument("--tasks", type=int, default=None, metavar="N",
+                   help="maml_trpo: held-out tasks to adapt to (default: the config's train.eval_tasks)")
+    e.add_argument("--task-seed", type=int, default=None, metavar="S",
+                   help="maml_trpo: draw the held-out tasks with this seed instead of the run's own stream, "
+                        "to compare runs of different seeds on the same tasks (saved as "
+                        "eval-<iteration>-tasks<N>-taskseed<S>.npz)")
     e.add_argument("--video", nargs="?", const="", default=None, metavar="DIR",
                    help="render deterministic episodes (--episodes, default 1) to MP4 files in DIR "
                    "(default RUN_DIR/videos) instead of evaluating")

@@ -209,13 +209,24 @@ class MAMLTrainer(Trainer):
     def held_out_tasks(self, n: int):
         return self.task_env.sample_tasks(n, np.random.default_rng(derive_seeds(self.cfg.run.seed, 1, salt=30)[0]))
 
-    def evaluate(self, episodes: int | None = None) -> dict[str, float]:
+    def evaluate(self, episodes: int | None = None, tasks: int | None = None,
+                 task_seed: int | None = None) -> dict[str, float]:
+        """Held-out adaptation returns. ``tasks``: how many (default ``train.eval_tasks``);
+        ``task_seed``: draw them with ``numpy.random.default_rng(task_seed)`` instead of the run's
+        own held-out stream, so runs of different seeds can be compared on the same tasks."""
         t = self.cfg.train
-        tasks = self.held_out_tasks(t.eval_tasks)
-        rets = self.adaptation_returns(tasks, t.eval_steps, episodes or t.eval_episodes or self.cfg.maml.fast_batch)
+        n = tasks or t.eval_tasks
+        if task_seed is None:
+            task_list = self.held_out_tasks(n)
+        else:
+            task_list = self.task_env.sample_tasks(n, np.random.default_rng(task_seed))
+        rets = self.adaptation_returns(task_list, t.eval_steps, episodes or t.eval_episodes or self.cfg.maml.fast_batch)
         it = int(self.iteration.numpy())
+        suffix = ("" if tasks is None else f"-tasks{n}") + ("" if task_seed is None else f"-taskseed{task_seed}")
+        self._eval_file = f"eval-{it}{suffix}.npz"  # the training-time evaluations are never overwritten by others
+        self._eval_tasks = n
         if self.is_chief:
-            path = os.path.join(self.run_dir, f"eval-{it}.npz")
+            path = os.path.join(self.run_dir, self._eval_file)
             tmp = path + ".tmp.npz"
             np.savez(tmp, returns=rets, steps=np.arange(rets.shape[0]), iteration=it)
             os.replace(tmp, path)
@@ -227,7 +238,9 @@ class MAMLTrainer(Trainer):
 
     def format_eval(self, metrics: dict) -> str:
         """The held-out table: mean +- std of the per-task mean return after 0..N steps."""
-        lines = [f"  held-out tasks: {self.cfg.train.eval_tasks} (saved as eval-{int(self.iteration.numpy())}.npz)",
+        n = getattr(self, "_eval_tasks", self.cfg.train.eval_tasks)
+        name = getattr(self, "_eval_file", f"eval-{int(self.iteration.numpy())}.npz")
+        lines = [f"  held-out tasks: {n} (saved as {name})",
                  "  adaptation steps   return (mean +- std over tasks)"]
         i = 0
         while f"eval/return_after_{i}_steps" in metrics:
