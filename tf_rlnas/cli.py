@@ -254,6 +254,8 @@ def _record_videos(args) -> int:
 
 def cmd_evaluate(args) -> int:
     if args.video is not None:
+        if args.tasks is not None or args.task_seed is not None:
+            raise UserError("--tasks / --task-seed evaluate adaptation; they do not apply with --video")
         return _record_videos(args)
     if (args.tasks is not None or args.task_seed is not None) and _saved_algo(args.run_dir) not in (None, "maml_trpo"):
         raise UserError("--tasks / --task-seed apply to maml_trpo runs only")

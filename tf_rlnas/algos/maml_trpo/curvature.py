@@ -31,8 +31,8 @@ import tensorflow as tf
 
 
 def _mm(x, w):
-    """[K, N, i] x [K, i, o] -> [K, N, o] (per-task parameters) or [K, N, i] x [i, o] (shared)."""
-    return tf.einsum("kni,kio->kno", x, w) if len(w.shape) == 3 else tf.einsum("kni,io->kno", x, w)
+    """[K, N, i] x [K, i, o] -> [K, N, o]: every task with its own parameters."""
+    return tf.einsum("kni,kio->kno", x, w)
 
 
 def _outer(x, g):
@@ -45,16 +45,15 @@ class MLPGaussianCurvature:
 
     ``policy``: a Gaussian :class:`MetaPolicy` (relu or tanh); ``steps``: per inner step
     ``(params_j [K, ...] list, obs [K, N, D], actions [K, N, A], coef [K, N])`` with coef =
-    advantage * mask / n_k (the inner loss's per-row weight); ``adapted``: theta' [K, ...];
-    ``valid_obs`` [K, N, D] and ``valid_w`` [K, N] = mask / (n_k K)."""
+    advantage * mask / n_k (the inner loss's per-row weight), empty when first order (J = I);
+    ``adapted``: theta' [K, ...]; ``valid_obs`` [K, N, D] and ``valid_w`` [K, N] = mask / (n_k K)."""
 
-    def __init__(self, policy, steps, lrs, adapted, valid_obs, valid_w, first_order: bool):
+    def __init__(self, policy, steps, lrs, adapted, valid_obs, valid_w):
         self.policy = policy
         self.n_layers = len(policy.layer_params) // 2
         self.act = policy.activation_name
         self.lrs = lrs
-        self.first_order = first_order
-        self.inner = [] if first_order else [self._inner_cache(p, o, a, c) for p, o, a, c in steps]
+        self.inner = [self._inner_cache(p, o, a, c) for p, o, a, c in steps]
         self.valid = self._forward_cache(adapted, valid_obs)
         self.valid_w = valid_w
 

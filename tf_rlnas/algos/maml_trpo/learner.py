@@ -30,6 +30,11 @@ def masked_mean(x, mask, axis=(1, 2)):
     return tf.reduce_sum(x * mask, axis=axis) / tf.maximum(tf.reduce_sum(mask, axis=axis), 1.0)
 
 
+def row_weights(mask):
+    """mask / (a task's valid steps): the weight of each row in that task's masked mean."""
+    return mask / tf.maximum(tf.reduce_sum(mask, axis=(1, 2), keepdims=True), 1.0)
+
+
 def discounted_cumsum(x, mask, factor: float):
     """Reverse discounted sums along T (axis 2) that restart after padding: y_t = x_t + f y_{t+1}."""
     xs = tf.transpose(x * mask, [2, 0, 1])
@@ -234,13 +239,13 @@ class MAMLLearner:
         steps = []
         for i, b in enumerate(train_batches):
             obs, actions, adv, mask = b
-            coef = adv * mask / tf.maximum(tf.reduce_sum(mask, axis=(1, 2), keepdims=True), 1.0)
+            coef = adv * row_weights(mask)
             steps.append((params, self._flat(obs), self._flat(actions), tf.reshape(coef, [self.k, -1])))
             params = [tf.stop_gradient(p) for p in self.adapt_from(params, b, lrs[i], first_order=True)]
         obs, _, _, mask = valid
-        w = mask / (tf.maximum(tf.reduce_sum(mask, axis=(1, 2), keepdims=True), 1.0) * self.k)
-        curv = MLPGaussianCurvature(self.policy, steps, lrs, params, self._flat(obs), tf.reshape(w, [self.k, -1]),
-                                    self.first_order)
+        w = row_weights(mask) / self.k  # the KL is the mean over tasks of masked means
+        curv = MLPGaussianCurvature(self.policy, [] if self.first_order else steps, lrs, params, self._flat(obs),
+                                    tf.reshape(w, [self.k, -1]))
 
         def hvp(v):
             return trpo.flat_concat(curv.hvp(trpo.unflatten(v, self.variables), self.damping))

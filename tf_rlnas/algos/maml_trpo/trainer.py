@@ -91,6 +91,7 @@ class MAMLTrainer(Trainer):
         fam = cfg.env.family
         self.discrete = fam in DISCRETE
         self.horizon = cfg.env.horizon or META_FAMILIES[fam][3]
+        self._last_eval = (cfg.train.eval_tasks, None)  # (tasks, file) of the latest evaluate(), for format_eval
         self.task_env = make_task_env(fam, cfg.env.kwargs)
         k, e = m.meta_batch, m.fast_batch
         self.venv = make_vector_env(fam, cfg.env.kwargs, k * e, cfg.env.workers, cfg.env.sampler,
@@ -223,10 +224,10 @@ class MAMLTrainer(Trainer):
         rets = self.adaptation_returns(task_list, t.eval_steps, episodes or t.eval_episodes or self.cfg.maml.fast_batch)
         it = int(self.iteration.numpy())
         suffix = ("" if tasks is None else f"-tasks{n}") + ("" if task_seed is None else f"-taskseed{task_seed}")
-        self._eval_file = f"eval-{it}{suffix}.npz"  # the training-time evaluations are never overwritten by others
-        self._eval_tasks = n
+        name = f"eval-{it}{suffix}.npz"  # the training-time evaluations are never overwritten by others
+        self._last_eval = (n, name)
         if self.is_chief:
-            path = os.path.join(self.run_dir, self._eval_file)
+            path = os.path.join(self.run_dir, name)
             tmp = path + ".tmp.npz"
             np.savez(tmp, returns=rets, steps=np.arange(rets.shape[0]), iteration=it)
             os.replace(tmp, path)
@@ -238,8 +239,8 @@ class MAMLTrainer(Trainer):
 
     def format_eval(self, metrics: dict) -> str:
         """The held-out table: mean +- std of the per-task mean return after 0..N steps."""
-        n = getattr(self, "_eval_tasks", self.cfg.train.eval_tasks)
-        name = getattr(self, "_eval_file", f"eval-{int(self.iteration.numpy())}.npz")
+        n, name = self._last_eval
+        name = name or f"eval-{int(self.iteration.numpy())}.npz"
         lines = [f"  held-out tasks: {n} (saved as {name})",
                  "  adaptation steps   return (mean +- std over tasks)"]
         i = 0

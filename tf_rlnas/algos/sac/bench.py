@@ -6,9 +6,10 @@ FLOPs and the floors they imply; the update alone (updates/s, 1 and 10 per call)
 (float32 / bfloat16 matmuls x tf.function / XLA), measured on the path the training loop runs: one
 compiled call with no inputs that draws the batches from the TF replay buffer and runs the updates
 (as the peers' ``train(gradient_steps)`` samples their buffers too), each path in a fresh process
-as the peers are; the training loop's steady env steps/s with the config's path and the share of a loop step spent in the env, in acting (the compiled call with no
-update), in the update and elsewhere (Python bookkeeping, argument binding, the trainer loop); and
-with ``--compare sb3|sbx`` the peer measured in a subprocess (``--peer-python``) with the ratios.
+as the peers are; the training loop's steady env steps/s with the config's path and the share of a
+loop step spent in the env, in acting (the compiled call with no update), in the update and
+elsewhere (Python bookkeeping, argument binding, the trainer loop); and with ``--compare sb3|sbx``
+the peer measured in a subprocess (``--peer-python``) with the ratios.
 """
 
 from __future__ import annotations

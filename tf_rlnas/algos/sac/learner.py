@@ -64,7 +64,10 @@ class SACLearner(tf.Module):
     # ---- acting -------------------------------------------------------------------------------
     def _act(self, obs, deterministic):
         dist = self.actor.dist(obs)
-        return tf.cond(deterministic, dist.mode, lambda: dist.sample(self.rng.make_seeds(1)[:, 0])[0])
+        return tf.cond(deterministic, dist.mode, lambda: self._sample_action(dist))
+
+    def _sample_action(self, dist) -> tf.Tensor:
+        return dist.sample(self.rng.make_seeds(1)[:, 0])[0]
 
     # ---- update -------------------------------------------------------------------------------
     def entropy_log_prob(self, per_dim: tf.Tensor) -> tf.Tensor:
@@ -225,7 +228,7 @@ class EnvStep(tf.Module):
         if random:
             action = self.learner.rng.uniform(tf.stack([tf.shape(next_obs)[0], self.act_dim]), -1.0, 1.0)
         else:  # the stochastic branch of learner._act without its tf.cond (an If node per call)
-            action = self.learner.actor.dist(next_obs).sample(self.learner.rng.make_seeds(1)[:, 0])[0]
+            action = self.learner._sample_action(self.learner.actor.dist(next_obs))
         self.last_obs.assign(next_obs)
         self.last_act.assign(action)
         return action
