@@ -234,6 +234,51 @@ def test_analytic_hvp_equals_double_backprop(activation, first_order, num_steps)
         assert np.abs(an).max() > 1e-2  # not trivially zero
 
 
+@pytest.mark.parametrize("first_order", [False, True])
+def test_subsampled_curvature_is_the_curvature_of_every_nth_row(first_order):
+    """maml.curvature_subsample = 3 keeps rows 0, 3, 6, ... of each task's flattened episodes in
+    the KL Hessian-vector products: equal to the full product with the other rows' weights zeroed
+    and each task's kept weights rescaled to the same total (adaptation still on every row)."""
+    from tf_rlnas.algos.maml_trpo.curvature import MLPGaussianCurvature
+    sets = ["maml.normalize_advantages=false", f"maml.first_order={str(first_order).lower()}"]
+    pol = MetaPolicy(2, 2, [6, 5], gaussian=True)
+    rng = np.random.default_rng(0)
+    for p in pol.params:
+        p.assign(rng.normal(size=p.shape).astype(np.float32) * 0.5)
+    sub = MAMLLearner(pol, 2, 3, 4, 2, C.resolve(MAMLConfig, [], sets + ["maml.curvature_subsample=3"]))
+
+    def batch(seed):
+        r = np.random.default_rng(seed)
+        mask = np.ones((2, 3, 4), np.float32)
+        mask[0, 1, 2:] = 0
+        return (tf.constant(r.normal(size=(2, 3, 4, 2)), tf.float32), tf.constant(r.normal(size=(2, 3, 4, 2)), tf.float32),
+                tf.constant(r.normal(size=(2, 3, 4)), tf.float32), tf.constant(mask))
+    train, valid, lr = batch(1), batch(2), tf.constant(0.5)
+    keep = (np.arange(12) % 3 == 0).astype(np.float32)
+
+    def zeroed(mask):  # [K, 12] weights: kept rows only, each task's total as with every row
+        m = mask.numpy().reshape(2, 12)
+        w = m / m.sum(1, keepdims=True)
+        return tf.constant(w * keep * (w.sum(1, keepdims=True) / (w * keep).sum(1, keepdims=True)), tf.float32)
+    flat = lambda x: tf.reshape(x, [2, 12, -1])
+    theta = pol.tiled(2, sub.variables)
+    adapted = sub.adapt_from(theta, train, lr, first_order=True)
+    steps = [] if first_order else [(theta, flat(train[0]), flat(train[1]), tf.reshape(train[2], [2, 12]) * zeroed(train[3]))]
+    ref = MLPGaussianCurvature(pol, steps, tf.constant([0.5]), adapted, flat(valid[0]), zeroed(valid[3]) / 2)
+    got_fn = sub.make_hvp((train,), tf.constant([0.5]), valid, None, None)
+    for seed in (0, 1):
+        v = tf.constant(np.random.default_rng(seed).normal(size=sum(int(np.prod(x.shape)) for x in sub.variables)),
+                        tf.float32)
+        want = np.concatenate([x.numpy().ravel() for x in ref.hvp(
+            [tf.reshape(c, x.shape) for c, x in zip(tf.split(v, [int(np.prod(x.shape)) for x in sub.variables]),
+                                                    sub.variables)], sub.damping)])
+        got = got_fn(v).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+    full = MAMLLearner(pol, 2, 3, 4, 2, C.resolve(MAMLConfig, [], sets)).make_hvp((train,), tf.constant([0.5]), valid,
+                                                                                 None, None)(v).numpy()
+    assert np.linalg.norm(full - got) > 1e-3 * np.linalg.norm(full)  # the subsample is not the full product
+
+
 def test_meta_iterations_trace_once_and_adaptation_helps_on_2dnav(tmp_path):
     cfg = C.resolve(MAMLConfig, [os.path.join(REPO, "configs/maml_trpo/2dnav.yaml")],
                     ["maml.meta_batch=10", "maml.fast_batch=10", "train.meta_iterations=8", "train.eval_tasks=10",
@@ -361,6 +406,7 @@ def test_gaussian_export_serves_the_meta_policy_mean(tmp_path):
     (["policy.hidden=[]"], "policy.hidden"),
     (["maml.fast_lr=0"], "maml.fast_lr"),
     (["env.kwargs.k=3"], "env.kwargs.k"),
+    (["maml.curvature_subsample=5", "maml.hvp=gauss_newton"], "maml.curvature_subsample"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, sets, needle):
     monkeypatch.chdir(tmp_path)

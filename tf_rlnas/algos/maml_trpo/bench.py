@@ -1,7 +1,8 @@
 """``tf_rlnas bench maml_trpo [--config FAMILY]``: seconds per meta-iteration split into sampling,
 inner loop and TRPO step, env steps/s of the sampler, second order and with ``first_order`` (with
-the configured ``maml.hvp`` and ``maml.jit_compile``), and second order with the other
-Hessian-vector-product methods (XLA-compiled, their faster setting)."""
+the configured ``maml.hvp``, ``maml.jit_compile`` and ``maml.curvature_subsample``), second order
+with the other curvature subsample (all rows / every 5th), and second order with the other
+Hessian-vector-product methods (XLA-compiled, their faster setting; every row)."""
 
 from __future__ import annotations
 
@@ -30,16 +31,23 @@ def _measure(cfg, seconds: float) -> dict:
 
 
 def run(cfg, seconds: float = 5.0) -> None:
+    from tf_rlnas.algos.maml_trpo.config import DISCRETE
+
     m = cfg.maml
     print(f"MAML-TRPO {cfg.env.family}: meta-batch {m.meta_batch} x {m.fast_batch} episodes, "
           f"hidden {cfg.policy.hidden}, {m.num_steps} inner step(s), CG {m.cg_iters}, jit {m.jit_compile}, "
-          f"env workers {cfg.env.workers} (medians)")
-    print(f"{'':32s}{'iteration s':>12s}{'sampling':>10s}{'inner':>8s}{'TRPO':>8s}{'env steps/s':>13s}")
-    rows = [("second order", False, m.hvp, m.jit_compile), ("first order", True, m.hvp, m.jit_compile)]
-    rows += [("second order", False, h, True) for h in ("analytic", "gauss_newton", "double_backprop") if h != m.hvp]
-    for label, first, hvp, jit in rows:
-        c = dataclasses.replace(cfg, maml=dataclasses.replace(m, first_order=first, hvp=hvp, jit_compile=jit))
+          f"curvature every {m.curvature_subsample} row(s), env workers {cfg.env.workers} (medians)")
+    print(f"{'':40s}{'iteration s':>12s}{'sampling':>10s}{'inner':>8s}{'TRPO':>8s}{'env steps/s':>13s}")
+    sub = m.curvature_subsample
+    rows = [("second order", False, m.hvp, m.jit_compile, sub), ("first order", True, m.hvp, m.jit_compile, sub)]
+    if m.hvp == "analytic" and cfg.env.family not in DISCRETE:  # the other curvature setting, for its cost
+        rows.append(("second order", False, "analytic", m.jit_compile, 1 if sub > 1 else 5))
+    rows += [("second order", False, h, True, 1) for h in ("analytic", "gauss_newton", "double_backprop")
+             if h != m.hvp]
+    for label, first, hvp, jit, s in rows:
+        c = dataclasses.replace(cfg, maml=dataclasses.replace(m, first_order=first, hvp=hvp, jit_compile=jit,
+                                                              curvature_subsample=s))
         r = _measure(c, seconds)
-        label = f"{label}, {hvp}{', XLA' if jit else ''}"
-        print(f"{label:32s}{r['time/iteration_s']:12.3f}{r['time/sample_s']:10.3f}{r['time/inner_s']:8.3f}"
+        label = f"{label}, {hvp}{f', curvature rows/{s}' if s > 1 else ''}{', XLA' if jit else ''}"
+        print(f"{label:40s}{r['time/iteration_s']:12.3f}{r['time/sample_s']:10.3f}{r['time/inner_s']:8.3f}"
               f"{r['time/trpo_s']:8.3f}{r['time/env_steps_per_s']:13,.0f}   ({r['n']} iterations)")

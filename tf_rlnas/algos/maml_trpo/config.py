@@ -57,6 +57,10 @@ class MAMLSection:
                          "theta-only terms cached once per meta-iteration (Gaussian policies; categorical ones use "
                          "gauss_newton), J^T F J v by autodiff (forward-mode JVP + reverse VJP), or double backprop "
                          "through the adaptation")
+    curvature_subsample: int = option(1, min=1, help="use every N-th step of each task's episodes in the KL "
+                                      "Hessian-vector products (the CG curvature only; the gradient, the step's KL "
+                                      "check and the line search use every step); 1 = all. OpenAI baselines' TRPO "
+                                      "uses 5. hvp analytic, Gaussian policies only")
     jit_compile: bool = option(False, help="XLA-compile the TRPO direction (gradient, CG on the KL Hessian): "
                                            "faster for the autodiff hvp methods, slower for analytic (README)")
 
@@ -86,5 +90,9 @@ class MAMLConfig:
         if (d == "categorical" and not discrete) or (d == "normal" and discrete):
             raise ConfigError(f"config key 'policy.distribution' = '{d}' does not fit family '{self.env.family}' "
                               f"({'discrete' if discrete else 'continuous'} actions)")
+        if self.maml.curvature_subsample > 1 and (self.maml.hvp != "analytic" or discrete):
+            raise ConfigError(f"config key 'maml.curvature_subsample' = {self.maml.curvature_subsample} needs "
+                              f"maml.hvp 'analytic' and a continuous family (got hvp '{self.maml.hvp}', family "
+                              f"'{self.env.family}')")
         if self.env.family != "bandit" and "k" in self.env.kwargs:
             raise ConfigError("config key 'env.kwargs.k' (arms) only applies to family 'bandit'")

@@ -61,6 +61,7 @@ class MAMLLearner:
         self.first_order, self.num_steps = m.first_order, m.num_steps
         self.max_kl, self.damping, self.cg_iters = m.max_kl, m.cg_damping, m.cg_iters
         self.hvp_method = m.hvp
+        self.subsample = m.curvature_subsample
         self.variables = [p.value for p in policy.params]  # the raw tf.Variables
         f32 = tf.float32
         act = (tf.TensorSpec([k, e, t], tf.int32) if not policy.gaussian
@@ -234,18 +235,35 @@ class MAMLLearner:
 
     def _analytic_hvp(self, train_batches, lrs, valid):
         """``analytic``: the same J^T F J v with every theta-dependent quantity computed once and
-        the R-operator products written out (``curvature.MLPGaussianCurvature``)."""
+        the R-operator products written out (``curvature.MLPGaussianCurvature``).
+
+        With ``maml.curvature_subsample`` s > 1 the products use every s-th step of each task's
+        rows (after flattening episodes x time), each task's row weights rescaled to the same
+        total: an estimate of the same curvature at 1/s of the cost, as OpenAI baselines' TRPO
+        computes its Fisher products on every 5th sample. The adapted parameters, the gradient,
+        the KL of the scaled step and the line search still use every row."""
+        s = self.subsample
+
+        def rows(x):  # [K, E, T, ...] -> every s-th row of [K, E*T, ...]
+            return self._flat(x)[:, ::s]
+
+        def weights(mask):  # per-row weights of a task's masked mean, on the kept rows, same total
+            w = tf.reshape(row_weights(mask), [self.k, -1])
+            if s == 1:
+                return w
+            kept = w[:, ::s]
+            total = tf.reduce_sum(w, axis=1, keepdims=True)
+            return kept * tf.math.divide_no_nan(total, tf.reduce_sum(kept, axis=1, keepdims=True))
+
         params = [tf.stop_gradient(p) for p in self.policy.tiled(self.k, self.variables)]
         steps = []
         for i, b in enumerate(train_batches):
             obs, actions, adv, mask = b
-            coef = adv * row_weights(mask)
-            steps.append((params, self._flat(obs), self._flat(actions), tf.reshape(coef, [self.k, -1])))
+            steps.append((params, rows(obs), rows(actions), rows(adv) * weights(mask)))
             params = [tf.stop_gradient(p) for p in self.adapt_from(params, b, lrs[i], first_order=True)]
         obs, _, _, mask = valid
-        w = row_weights(mask) / self.k  # the KL is the mean over tasks of masked means
-        curv = MLPGaussianCurvature(self.policy, [] if self.first_order else steps, lrs, params, self._flat(obs),
-                                    tf.reshape(w, [self.k, -1]))
+        w = weights(mask) / self.k  # the KL is the mean over tasks of masked means
+        curv = MLPGaussianCurvature(self.policy, [] if self.first_order else steps, lrs, params, rows(obs), w)
 
         def hvp(v):
             return trpo.flat_concat(curv.hvp(trpo.unflatten(v, self.variables), self.damping))
