@@ -123,6 +123,17 @@ def test_factorized_reduction_values_and_gradient(size):
     np.testing.assert_array_equal(tape.gradient(mine, x).numpy(), tape.gradient(theirs, x).numpy())
 
 
+def test_auto_compute_dtype_is_bfloat16_exactly_where_the_cpu_has_it(monkeypatch):
+    import tf_rlnas.nn.precision as P
+    for native, want in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(P, "native_bfloat16", lambda: native)
+        net = ChildNet(3, 4, 10, (8, 8, 1), fixed_arc=([0, 1, 0], np.zeros((3, 3), np.int32)), compute_dtype="auto")
+        assert net.conv_dtype == want
+        assert net.stem.compute_dtype == want  # the dense convs' Keras policy follows the choice
+    with pytest.raises(ValueError, match="compute_dtype"):
+        ChildNet(3, 4, 10, (8, 8, 1), compute_dtype="float16")
+
+
 def test_bfloat16_child_matches_float32_and_keeps_float32_weights():
     """compute_dtype=bfloat16: same weights -> logits within bf16 rounding of the float32 net; the
     variables and their gradients stay float32; all branches and skips still run."""

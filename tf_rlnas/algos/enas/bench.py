@@ -36,7 +36,7 @@ def run(cfg, seconds: float = 10.0) -> None:
     opt.build(child.trainable_variables)
     params = sum(int(np.prod(v.shape)) for v in child.trainable_variables)
     print(f"enas bench  images {shape}  batch={B}  layers={L}  filters={F}  shared params={params / 1e6:.2f}M  "
-          f"compute={c.compute_dtype}  "
+          f"compute={child.conv_dtype}{' (auto)' if c.compute_dtype == 'auto' else ''}  "
           f"intra-op threads={tf.config.threading.get_intra_op_parallelism_threads() or 'default'}")
 
     step = make_child_step(child, opt, ctrl, c.grad_clip, B, shape)

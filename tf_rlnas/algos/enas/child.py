@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_rlnas.algos.enas.controller import NUM_BRANCHES
+from tf_rlnas.nn.precision import resolve_dtype
 
 KERNEL_INIT = "he_normal"
 
@@ -172,8 +173,10 @@ class ChildNet(keras.Model):
                  compute_dtype: str = "float32", name: str = "child"):
         super().__init__(name=name)
         sync = synchronized_bn
+        compute_dtype = resolve_dtype(compute_dtype)
         if compute_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"compute_dtype must be float32 or bfloat16, not {compute_dtype!r}")
+            raise ValueError(f"compute_dtype must be float32, bfloat16 or auto, not {compute_dtype!r}")
+        self.conv_dtype = compute_dtype  # the resolved choice (Keras owns the name compute_dtype)
         # bfloat16: the dense convolutions (3x3, 5x5, every 1x1) compute in bfloat16 with float32
         # variables (Keras' mixed_bfloat16 policy on those layers: inputs and kernels are cast);
         # everything else is float32 (Keras casts a conv's bfloat16 output back at the next

@@ -46,9 +46,10 @@ class EnasChild:
     momentum: float = option(0.9, min=0.0, max=1.0, help="Nesterov momentum")
     grad_clip: float = option(5.0, min=0.0, help="global-norm gradient clip (0 = off)")
     epochs: int = option(30, min=1, resume_ok=True, help="training epochs (search epochs in search mode)")
-    compute_dtype: Literal["float32", "bfloat16"] = option(
+    compute_dtype: Literal["float32", "bfloat16", "auto"] = option(
         "float32", help="bfloat16: dense convs compute in bfloat16 (float32 weights, BN, loss); faster only "
-                        "on CPUs/GPUs with native bfloat16 (AVX512_BF16/AMX, Ampere+)")
+                        "on CPUs/GPUs with native bfloat16 (AVX512_BF16/AMX, Ampere+); auto: bfloat16 where "
+                        "this CPU has it natively, else float32")
 
 
 @dataclasses.dataclass

@@ -16,18 +16,7 @@ import keras
 import tensorflow as tf
 
 from tf_rlnas.distributions import TanhNormal
-
-
-def resolve_matmul_dtype(value: str) -> str:
-    """``auto`` -> bfloat16 where the CPU has native bf16 matmuls, else float32."""
-    if value != "auto":
-        return value
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+from tf_rlnas.nn.precision import resolve_dtype as resolve_matmul_dtype  # noqa: F401 (bench imports it here)
 
 
 class Linear(keras.layers.Layer):
