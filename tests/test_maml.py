@@ -239,6 +239,7 @@ def test_subsampled_curvature_is_the_curvature_of_every_nth_row(first_order):
     """maml.curvature_subsample = 3 keeps rows 0, 3, 6, ... of each task's flattened episodes in
     the KL Hessian-vector products: equal to the full product with the other rows' weights zeroed
     and each task's kept weights rescaled to the same total (adaptation still on every row)."""
+    from tf_rlnas.algos.maml_trpo import trpo
     from tf_rlnas.algos.maml_trpo.curvature import MLPGaussianCurvature
     sets = ["maml.normalize_advantages=false", f"maml.first_order={str(first_order).lower()}"]
     pol = MetaPolicy(2, 2, [6, 5], gaussian=True)
@@ -269,9 +270,7 @@ def test_subsampled_curvature_is_the_curvature_of_every_nth_row(first_order):
     for seed in (0, 1):
         v = tf.constant(np.random.default_rng(seed).normal(size=sum(int(np.prod(x.shape)) for x in sub.variables)),
                         tf.float32)
-        want = np.concatenate([x.numpy().ravel() for x in ref.hvp(
-            [tf.reshape(c, x.shape) for c, x in zip(tf.split(v, [int(np.prod(x.shape)) for x in sub.variables]),
-                                                    sub.variables)], sub.damping)])
+        want = trpo.flat_concat(ref.hvp(trpo.unflatten(v, sub.variables), sub.damping)).numpy()
         got = got_fn(v).numpy()
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
     full = MAMLLearner(pol, 2, 3, 4, 2, C.resolve(MAMLConfig, [], sets)).make_hvp((train,), tf.constant([0.5]), valid,

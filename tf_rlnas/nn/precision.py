@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 
+
+@functools.lru_cache(maxsize=1)
 def native_bfloat16() -> bool:
     """True where the CPU has native bfloat16 dot products (AVX512_BF16 or AMX): there oneDNN's
-    bfloat16 matmuls and convolutions run faster than float32; elsewhere they are emulated and slower."""
+    bfloat16 matmuls and convolutions run faster than float32; elsewhere they are emulated and slower.
+    Read once per process."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()

@@ -198,7 +198,7 @@ def run_peer(peer: str, python: str, cfg, seconds: float) -> dict | None:
 
 def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: str | None = None) -> None:
     from tf_rlnas import registry
-    from tf_rlnas.algos.sac.networks import resolve_matmul_dtype
+    from tf_rlnas.nn.precision import resolve_dtype
     from tf_rlnas.core.seeding import configure_threads
 
     configure_threads(cfg.run.intra_op_threads, cfg.run.inter_op_threads)  # before TF runs any op
@@ -209,7 +209,7 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
           f"batch={B}  threads intra-op={tf.config.threading.get_intra_op_parallelism_threads() or 'default'} "
           f"inter-op={tf.config.threading.get_inter_op_parallelism_threads() or 'default'}  "
           f"cpus={os.cpu_count()}")
-    dtypes = ["float32"] + (["bfloat16"] if resolve_matmul_dtype("auto") == "bfloat16" else [])
+    dtypes = ["float32"] + (["bfloat16"] if resolve_dtype("auto") == "bfloat16" else [])
     rates = {dt: gemm_rate(dt) for dt in dtypes}
     print("  large GEMM (1024^3, measured now): " + ", ".join(f"{dt} {r / 1e9:.0f} GFLOP/s" for dt, r in rates.items())
           + ("" if "bfloat16" in rates else "  (no native bfloat16 on this CPU: bf16 path not measured)"))
@@ -231,7 +231,7 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
                 print(f"  update alone, {dt:8s} {'XLA        ' if jit else 'tf.function'}, {k:2d} per call: "
                       f"{ups:7.1f} updates/s  ({ups * flops / 1e9:5.1f} GFLOP/s, "
                       f"{ups * flops / rates[dt]:4.0%} of the {dt} GEMM rate)")
-    dtype = resolve_matmul_dtype(cfg.agent.matmul_dtype)
+    dtype = resolve_dtype(cfg.agent.matmul_dtype)
     path = (f"{dtype} matmuls{' (auto)' if cfg.agent.matmul_dtype == 'auto' else ''}, "
             f"{'XLA' if cfg.train.jit_compile else 'tf.function'}")
     ours_update = best.get((dtype, bool(cfg.train.jit_compile), 1))

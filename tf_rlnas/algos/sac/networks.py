@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from tf_rlnas.distributions import TanhNormal
-from tf_rlnas.nn.precision import resolve_dtype as resolve_matmul_dtype  # noqa: F401 (bench imports it here)
+from tf_rlnas.nn.precision import resolve_dtype
 
 
 class Linear(keras.layers.Layer):
@@ -26,7 +26,7 @@ class Linear(keras.layers.Layer):
         super().__init__(**kwargs)
         self.units = int(units)
         self.activation = keras.activations.get(activation)
-        self.matmul_dtype = tf.as_dtype(resolve_matmul_dtype(matmul_dtype))
+        self.matmul_dtype = tf.as_dtype(resolve_dtype(matmul_dtype))
 
     def build(self, input_shape):
         self.kernel = self.add_weight(shape=(int(input_shape[-1]), self.units), name="kernel",
