@@ -27,6 +27,34 @@ from tf_rlnas.core.logging import Progress, TBLogger, say
 from tf_rlnas.core.seeding import configure_threads, seed_everything
 
 
+class IterationCounter:
+    """The trainer's iteration count: a Python int on the hot path, a ``tf.Variable`` in checkpoints.
+
+    Adding to or reading a ``tf.Variable`` from Python is an eager op (~25 us each); SAC makes one
+    iteration per env step (~3 ms), so the count lives in Python and is written to ``variable``
+    before every save and read back after every restore. ``numpy()`` / ``assign_add()`` / ``assign()``
+    mirror the variable's API."""
+
+    def __init__(self, tf):
+        self.variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        self.value = 0
+
+    def numpy(self) -> np.int64:
+        return np.int64(self.value)
+
+    def assign_add(self, n: int = 1) -> None:
+        self.value += int(n)
+
+    def assign(self, n: int) -> None:
+        self.value = int(n)
+
+    def to_variable(self) -> None:
+        self.variable.assign(self.value)
+
+    def from_variable(self) -> None:
+        self.value = int(self.variable.numpy())
+
+
 @dataclasses.dataclass
 class ExportSpec:
     """What ``export`` saves: a tf.Module, its signature functions, and a live check."""
@@ -70,12 +98,12 @@ class Trainer:
         self.strategy = make_strategy(kind, dist.cpu_devices if dist is not None else 0)
         seed_everything(cfg.run.seed)
         self.np_rng = np.random.default_rng(cfg.run.seed)
-        self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        self.iteration = IterationCounter(tf)
         self.build()
         self.checkpointer = Checkpointer(
             os.path.join(run_dir, "checkpoints"), cfg.run.keep_checkpoints,
             save_directory=None if self.is_chief else os.path.join(run_dir, "workers", self.task_name, "checkpoints"),
-            trackables={"iteration": self.iteration, **self.trackables()},
+            trackables={"iteration": self.iteration.variable, **self.trackables()},
             get_state=self._get_state, set_state=self._set_state,
             get_arrays=self.arrays if type(self).arrays is not Trainer.arrays else None,
             set_arrays=self.set_arrays if type(self).set_arrays is not Trainer.set_arrays else None)
@@ -162,10 +190,13 @@ class Trainer:
         return self._logger
 
     def restore(self) -> str | None:
-        return self.checkpointer.restore()
+        path = self.checkpointer.restore()
+        self.iteration.from_variable()
+        return path
 
     def save(self) -> str:
-        return self.checkpointer.save(int(self.iteration.numpy()))
+        self.iteration.to_variable()
+        return self.checkpointer.save(self.iteration.value)
 
     def fit(self, progress: bool | None = None, on_iteration: Callable[[int], None] | None = None) -> dict:
         """Train to the budget, resuming from the latest checkpoint if there is one."""

@@ -247,8 +247,8 @@ class TanhPolicyModule(tf.Module):
         return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
 
     def _mode(self, obs):
-        return {"action": self._scale(self.actor.dist(obs).mode())}
+        return {"action": self._scale(self.actor.dist(obs, full_precision=True).mode())}
 
     def _sample(self, obs, seed):
-        a, _ = self.actor.dist(obs).sample(tf.stack([seed, tf.constant(1, tf.int64)]))
+        a, _ = self.actor.dist(obs, full_precision=True).sample(tf.stack([seed, tf.constant(1, tf.int64)]))
         return {"action": self._scale(a)}
