@@ -40,8 +40,9 @@ class SACAgentConfig:
     log_std_max: float = option(2.0)
     policy_every: int = option(1, min=1, help="actor, alpha and target updates every N critic updates")
     matmul_dtype: Literal["auto", "float32", "bfloat16"] = option(
-        "auto", help="dtype of the hidden layers' matmuls (parameters, outputs and losses stay float32); auto = "
-                     "bfloat16 where the CPU has native bf16 (AVX512_BF16 / AMX), else float32")
+        "auto", help="dtype of the matmuls of hidden layers with a fan-in >= 64 (smaller first layers, the output "
+                     "layers and acting stay float32, as do parameters and losses); auto = bfloat16 where the "
+                     "CPU has native bf16 (AVX512_BF16 / AMX), else float32")
 
     def validate(self) -> None:
         if self.log_std_min >= self.log_std_max:
