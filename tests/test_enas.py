@@ -403,3 +403,21 @@ def test_same_seed_same_search_in_fresh_processes(tmp_path):
     assert len(names) > 50
     for n in names:
         np.testing.assert_array_equal(a.get_tensor(n), b.get_tensor(n), err_msg=n)
+
+
+def test_fixed_flip_average_accuracy_matches_numpy(tmp_path):
+    """With data.augment_flip the fixed-mode evaluation also reports the accuracy of the class
+    probabilities averaged over each test image and its mirror: checked against NumPy on the
+    same network's logits, and different from the plain accuracy's inputs (the mirror is used)."""
+    tr = EnasTrainer(C.resolve(EnasConfig, [], SMOKE + ["mode=fixed", "fixed.arc_file=conv_stack",
+                                                        "data.augment_flip=true", "child.epochs=1"]), str(tmp_path))
+    tr.train_iteration()
+    L = tr.num_layers
+    b, s = np.zeros(L, np.int32), np.zeros((L, L), np.int32)
+    x, y = tr.splits.x_test, tr.splits.y_test
+    p = tf.nn.softmax(tr.child(tf.constant(x), b, s, training=False)).numpy()
+    p_m = tf.nn.softmax(tr.child(tf.constant(x[:, :, ::-1]), b, s, training=False)).numpy()
+    assert not np.allclose(p, p_m)
+    ev = tr.evaluate()
+    np.testing.assert_allclose(ev["fixed/test_accuracy_flip_avg"], ((p + p_m).argmax(1) == y).mean(), atol=1e-6)
+    np.testing.assert_allclose(ev["fixed/test_accuracy"], (p.argmax(1) == y).mean(), atol=1e-6)

@@ -200,6 +200,12 @@ class EnasTrainer(Trainer):
             return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
         self.accuracy = tf.function(accuracy, input_signature=[img, lab, arc_b, arc_s])
 
+        def accuracy_flip_avg(x, y, b, s):  # class probabilities averaged over the image and its mirror
+            p = tf.nn.softmax(self.child(x, b, s, training=False)) + \
+                tf.nn.softmax(self.child(tf.reverse(x, axis=[2]), b, s, training=False))
+            return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(p, -1, output_type=tf.int32), y), tf.float32))
+        self.accuracy_flip_avg = tf.function(accuracy_flip_avg, input_signature=[img, lab, arc_b, arc_s])
+
         if self.fixed:
             return
         k = self.cfg.controller
@@ -296,14 +302,16 @@ class EnasTrainer(Trainer):
     def _score(self, b, s, batches) -> float:
         return float(np.mean([float(self.accuracy(x, y, b, s)) for x, y in batches]))
 
-    def evaluate_arc(self, dataset, b=None, s=None) -> float:
-        """Accuracy of an arc (fixed mode: the built one) over a whole dataset, weighted by batch size."""
+    def evaluate_arc(self, dataset, b=None, s=None, flip_average: bool = False) -> float:
+        """Accuracy of an arc (fixed mode: the built one) over a whole dataset, weighted by batch size;
+        ``flip_average``: of the class probabilities averaged over each image and its mirror."""
         L = self.num_layers
         if b is None:
             b, s = np.zeros(L, np.int32), np.zeros((L, L), np.int32)
+        acc = self.accuracy_flip_avg if flip_average else self.accuracy
         correct, n = 0.0, 0
         for x, y in dataset:
-            correct += float(self.accuracy(x, y, b, s)) * len(y)
+            correct += float(acc(x, y, b, s)) * len(y)
             n += len(y)
         return correct / max(n, 1)
 
@@ -367,7 +375,10 @@ class EnasTrainer(Trainer):
     def evaluate(self, episodes=None) -> dict[str, float]:
         if self.fixed:
             # (the validation images are part of the full training split in fixed mode)
-            return {"fixed/test_accuracy": self.evaluate_arc(self.splits.test())}
+            out = {"fixed/test_accuracy": self.evaluate_arc(self.splits.test())}
+            if self.cfg.data.augment_flip:  # trained on mirrored images too: also the test-time flip average
+                out["fixed/test_accuracy_flip_avg"] = self.evaluate_arc(self.splits.test(), flip_average=True)
+            return out
         return {}
 
     def export_spec(self) -> ExportSpec:
