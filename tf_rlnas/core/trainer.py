@@ -191,7 +191,8 @@ class Trainer:
 
     def restore(self) -> str | None:
         path = self.checkpointer.restore()
-        self.iteration.from_variable()
+        if path:
+            self.iteration.from_variable()
         return path
 
     def save(self) -> str:

@@ -27,7 +27,8 @@ BF16_MIN_FAN_IN = 64
 
 
 class Linear(keras.layers.Layer):
-    """y = act(x W + b) with float32 W, b; x W computed in ``matmul_dtype``."""
+    """y = act(x W + b) with float32 W, b; x W computed in ``matmul_dtype`` (float32 when the
+    fan-in is below ``BF16_MIN_FAN_IN``)."""
 
     def __init__(self, units: int, activation=None, matmul_dtype: str = "float32", **kwargs):
         super().__init__(**kwargs)
