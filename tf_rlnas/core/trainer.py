@@ -35,7 +35,9 @@ class IterationCounter:
     before every save and read back after every restore. ``numpy()`` / ``assign_add()`` / ``assign()``
     mirror the variable's API."""
 
-    def __init__(self, tf):
+    def __init__(self):
+        import tensorflow as tf
+
         self.variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         self.value = 0
 
@@ -98,7 +100,7 @@ class Trainer:
         self.strategy = make_strategy(kind, dist.cpu_devices if dist is not None else 0)
         seed_everything(cfg.run.seed)
         self.np_rng = np.random.default_rng(cfg.run.seed)
-        self.iteration = IterationCounter(tf)
+        self.iteration = IterationCounter()
         self.build()
         self.checkpointer = Checkpointer(
             os.path.join(run_dir, "checkpoints"), cfg.run.keep_checkpoints,

@@ -253,7 +253,7 @@ class PlanetAgent(tf.Module):
             action = by_cem()
         else:
             def by_actor():
-                dist = self.sac.actor.dist(RSSM.features(post))
+                dist = self.sac.actor.dist(RSSM.features(post), full_precision=True)  # one row: float32
                 return tf.cond(explore, lambda: dist.sample(seeds[1])[0], dist.mode)[0]
             action = tf.cond(use_actor, by_actor, by_cem)
         return action, {"deter": post["deter"], "stoch": post["stoch"]}

@@ -370,7 +370,7 @@ class PlanetPolicyModule(tf.Module):
         post = self._post(image, prev_action, deter, stoch)
         if self.agent.sac is not None:
             from tf_rlnas.algos.planet.models import RSSM
-            action = self.agent.sac.actor.dist(RSSM.features(post)).mode()[0]
+            action = self.agent.sac.actor.dist(RSSM.features(post), full_precision=True).mode()[0]
         else:
             action = self._cem(post, tf.constant(0, tf.int64))
         return self._out(action, post)
