@@ -152,3 +152,63 @@ def test_async_vector_envs_train_and_restore_their_rng_streams(tmp_path):
     tr.set_python_state(state)     # ... and this puts them back
     assert tr.python_state()["envs"] == state["envs"]
     tr.venv.close()
+
+
+def test_simultaneous_update_order_uses_the_critics_before_their_step():
+    """agent.update_order: simultaneous = the actor's gradient from the critics as they were before
+    this update's critic step. So one simultaneous update moves the actor exactly as a sequential one
+    whose critic step changes nothing (critic_lr = 0), and the critics, targets and alpha exactly as
+    a sequential one; with a large critic step the sequential actor moves differently."""
+    import dataclasses
+
+    from tf_rlnas.algos.sac.config import SACConfig
+
+    base = dataclasses.replace(SACConfig().agent, matmul_dtype="float32", critic_lr=0.05)
+    cfgs = {"seq": base, "sim": dataclasses.replace(base, update_order="simultaneous"),
+            "seq0": dataclasses.replace(base, critic_lr=0.0)}
+    ls = {k: SACLearner(5, 2, c, seed=3) for k, c in cfgs.items()}
+    ref = ls["seq"]
+    for name, other in ls.items():
+        for va, vb in zip(ref.actor.weights + ref.critic.weights + ref.target_critic.weights,
+                          other.actor.weights + other.critic.weights + other.target_critic.weights):
+            vb.assign(va)
+    rng = np.random.default_rng(1)
+    batch = {"obs": tf.constant(rng.normal(size=(1, 64, 5)), tf.float32),
+             "actions": tf.constant(rng.uniform(-1, 1, (1, 64, 2)), tf.float32),
+             "rewards": tf.constant(rng.normal(size=(1, 64)), tf.float32),
+             "next_obs": tf.constant(rng.normal(size=(1, 64, 5)), tf.float32),
+             "terminated": tf.zeros((1, 64))}
+    out = {k: l.train_unrolled(batch, 1) for k, l in ls.items()}
+    seq, sim, seq0 = ls["seq"], ls["sim"], ls["seq0"]
+    for va, vb in zip(sim.actor.weights, seq0.actor.weights):
+        np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-6, atol=1e-7)
+    for va, vb in zip(sim.critic.weights + sim.target_critic.weights + [sim.log_alpha],
+                      seq.critic.weights + seq.target_critic.weights + [seq.log_alpha]):
+        np.testing.assert_allclose(va.numpy(), vb.numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(out["sim"]["actor_loss"].numpy(), out["seq0"]["actor_loss"].numpy(), rtol=1e-6)
+    moved = sum(int(np.sum(np.abs(va.numpy() - vb.numpy()) > 1e-6)) for va, vb in zip(sim.actor.weights, seq.actor.weights))
+    assert moved > 50, moved  # the sequential actor saw the stepped critics
+    assert int(sim.updates.numpy()) == 1
+
+
+def test_policy_every_delays_actor_and_targets_in_both_orders():
+    """policy_every = 2: the actor, alpha and target critics move on the 2nd, 4th, ... update only."""
+    import dataclasses
+
+    from tf_rlnas.algos.sac.config import SACConfig
+
+    rng = np.random.default_rng(2)
+    batch = {"obs": tf.constant(rng.normal(size=(1, 32, 5)), tf.float32),
+             "actions": tf.constant(rng.uniform(-1, 1, (1, 32, 2)), tf.float32),
+             "rewards": tf.constant(rng.normal(size=(1, 32)), tf.float32),
+             "next_obs": tf.constant(rng.normal(size=(1, 32, 5)), tf.float32),
+             "terminated": tf.zeros((1, 32))}
+    for order in ("sequential", "simultaneous"):
+        cfg = dataclasses.replace(SACConfig().agent, policy_every=2, update_order=order)
+        l = SACLearner(5, 2, cfg, seed=4)
+        snap = lambda: [v.numpy().copy() for v in l.actor.weights + l.target_critic.weights + [l.log_alpha]]  # noqa: E731
+        before = snap()
+        l.train_unrolled(batch, 1)
+        assert all(np.array_equal(a, b) for a, b in zip(before, snap())), order
+        l.train_unrolled(batch, 1)
+        assert all(not np.array_equal(a, b) for a, b in zip(before, snap())), order

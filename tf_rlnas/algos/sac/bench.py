@@ -8,7 +8,8 @@ compiled call with no inputs that draws the batches from the TF replay buffer an
 (as the peers' ``train(gradient_steps)`` samples their buffers too), each path in a fresh process
 as the peers are; the training loop's steady env steps/s with the config's path and the share of a
 loop step spent in the env, in acting (the compiled call with no update), in the update and
-elsewhere (Python bookkeeping, argument binding, the trainer loop); and with ``--compare sb3|sbx``
+elsewhere (Python bookkeeping, argument binding, the trainer loop); the update alone and the loop
+with the other ``agent.update_order``; and with ``--compare sb3|sbx``
 the peer measured in a subprocess (``--peer-python``) with the ratios.
 """
 
@@ -236,20 +237,34 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
             f"{'XLA' if cfg.train.jit_compile else 'tf.function'}")
     ours_update = best.get((dtype, bool(cfg.train.jit_compile), 1))
     ours_update10 = best.get((dtype, bool(cfg.train.jit_compile), 10))
+    order = cfg.agent.update_order
+    other = "simultaneous" if order == "sequential" else "sequential"
+    alt_cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, update_order=other))
+    alt_update = _fresh_process("update", algo, alt_cfg, seconds)
+    print(f"  update alone, {dtype} {'XLA' if cfg.train.jit_compile else 'tf.function'}, update_order={other} "
+          f"(the config's: {order}): {alt_update['1']:7.1f} / {alt_update['10']:7.1f} updates/s at 1 / 10 per call")
     loop = _fresh_process("loop", algo, cfg, seconds)
-    print(f"  training loop ({path}; {cfg.env.num_envs} env(s), update_every={cfg.train.update_every}, "
-          f"updates_per_step={cfg.train.updates_per_step}): {loop['env_steps_per_s']:7.1f} env steps/s, "
+    print(f"  training loop ({path}, update_order={order}; {cfg.env.num_envs} env(s), "
+          f"update_every={cfg.train.update_every}, updates_per_step={cfg.train.updates_per_step}): "
+          f"{loop['env_steps_per_s']:7.1f} env steps/s, "
           f"{loop['updates_per_s']:7.1f} updates/s, {loop['ms_per_step']:.2f} ms per env step")
     print(f"    share of a loop step: env {loop['share_env']:.0%}, acting {loop['share_act']:.0%}, "
           f"update {loop['share_update']:.0%}, elsewhere {loop['share_else']:.0%}")
+    alt_loop = _fresh_process("loop", algo, alt_cfg, seconds)
+    print(f"  training loop, update_order={other}: {alt_loop['env_steps_per_s']:7.1f} env steps/s "
+          f"({alt_loop['ms_per_step']:.2f} ms: env {alt_loop['share_env']:.0%}, acting {alt_loop['share_act']:.0%}, "
+          f"update {alt_loop['share_update']:.0%}, elsewhere {alt_loop['share_else']:.0%})")
     for peer in compare:
         res = run_peer(peer, peer_python or sys.executable, cfg, seconds)
         if res is None:
             continue
         print(f"  peer {peer} {res['version']}: update alone {res['updates_per_s']:7.1f} updates/s (10 per call), "
               f"training loop {res['env_steps_per_s']:7.1f} env steps/s")
-        msg = f"    ratio ours/{peer}: training loop {loop['env_steps_per_s'] / res['env_steps_per_s']:.2f}x"
+        msg = (f"    ratio ours/{peer}: training loop {loop['env_steps_per_s'] / res['env_steps_per_s']:.2f}x "
+               f"({order}; {alt_loop['env_steps_per_s'] / res['env_steps_per_s']:.2f}x {other})")
         if ours_update:
             msg += (f", update alone {ours_update10 / res['updates_per_s']:.2f}x at 10 per call each "
-                    f"({ours_update / res['updates_per_s']:.2f}x with ours at 1 per call; {path})")
+                    f"({ours_update / res['updates_per_s']:.2f}x with ours at 1 per call; {path}, {order}; "
+                    f"{alt_update['10'] / res['updates_per_s']:.2f}x / {alt_update['1'] / res['updates_per_s']:.2f}x "
+                    f"{other})")
         print(msg)

@@ -39,6 +39,11 @@ class SACAgentConfig:
     log_std_min: float = option(-20.0)
     log_std_max: float = option(2.0)
     policy_every: int = option(1, min=1, help="actor, alpha and target updates every N critic updates")
+    update_order: Literal["sequential", "simultaneous"] = option(
+        "sequential", help="sequential: the actor's loss uses the critics just updated on the same batch "
+                           "(SB3, SBX, CleanRL, pranz24); simultaneous: all losses of an update from the same "
+                           "parameters, the actor's and the critics' gradients computed side by side (rlkit; "
+                           "the original SAC code ran its train ops in one session call)")
     matmul_dtype: Literal["auto", "float32", "bfloat16"] = option(
         "auto", help="dtype of the matmuls of hidden layers with a fan-in >= 64 (smaller first layers, the output "
                      "layers and acting stay float32, as do parameters and losses); auto = bfloat16 where the "

@@ -5,6 +5,11 @@ Critic target:  y = r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log p
 Actor loss:     mean(alpha log pi(a|s) - min_i Q_i(s, a))
 Alpha loss:     -mean(log_alpha (log pi(a|s) + target_entropy))
 
+``agent.update_order``: ``sequential`` (default) evaluates the actor's loss with the critics
+already updated on the batch (SB3, SBX, CleanRL); ``simultaneous`` with the critics before that
+step (rlkit): the same arithmetic, but the actor's forward/backward no longer waits for the
+critics' step, so on few cores the two run side by side (``tf_rlnas bench sac`` reports both).
+
 ``log pi`` is ``entropy_log_prob(per-dimension terms)``: their plain sum here; ACE overrides it
 with causality weights (the one hook ACE needs).
 """
@@ -84,8 +89,9 @@ class SACLearner(tf.Module):
         self.critic_opt.apply_gradients(zip(grads, self.critic.trainable_variables))
         return loss, tf.reduce_mean(q)
 
-    def _actor_step(self, tape, obs, a, lp_dim):
-        """Actor (with the just-updated critic), alpha and Polyak; ``tape`` recorded a, lp_dim."""
+    def _actor_step(self, tape, obs, a, lp_dim, polyak: bool = True):
+        """Actor (with the critics as they are now: just updated in the sequential order, not yet in
+        the simultaneous one), alpha and (``polyak``) the target critics; ``tape`` recorded a, lp_dim."""
         alpha = tf.exp(self.log_alpha)
         with tape:
             lp = self.entropy_log_prob(lp_dim)
@@ -102,7 +108,8 @@ class SACLearner(tf.Module):
             alpha_loss = -self.log_alpha * tf.reduce_mean(lp + self.target_entropy)
         else:
             alpha_loss = tf.constant(0.0)
-        self.polyak(self.critic.weights, self.target_critic.weights, self.cfg.tau)
+        if polyak:
+            self.polyak(self.critic.weights, self.target_critic.weights, self.cfg.tau)
         return actor_loss, alpha_loss, -tf.reduce_mean(lp)
 
     def after_actor_grads(self, grads) -> None:
@@ -128,16 +135,31 @@ class SACLearner(tf.Module):
         with tape:  # every op between the actor's weights and a_pi must be recorded
             a_pi, lp_pi = self.actor.dist(b["obs"]).sample_per_dim(seeds[:, 1])
         next_lp = tf.stop_gradient(self.entropy_log_prob(lp_next))
+        every = self.cfg.policy_every
+        due = tf.equal((self.updates + 1) % every, 0)  # this update's count (incremented below)
+        keep = lambda: (metrics[2], metrics[3], metrics[4])  # noqa: E731
+        if self.cfg.update_order == "simultaneous":
+            # the actor's step first in program order: it reads the critics before their update
+            # (automatic control dependencies order a resource's reads and writes as written);
+            # only those reads precede the critics' step, the rest runs beside it.
+            step = lambda: self._actor_step(tape, b["obs"], a_pi, lp_pi, polyak=False)  # noqa: E731
+            policy = step() if every == 1 else tf.cond(due, step, keep)
+            critic_loss, mean_q = self._critic_step(b, tf.stop_gradient(a_next), next_lp, alpha)
+            self.updates.assign_add(1)
+            if every == 1:
+                self.polyak(self.critic.weights, self.target_critic.weights, self.cfg.tau)
+            else:
+                tf.cond(due, lambda: self._polyak_op(), lambda: tf.no_op())
+            return (critic_loss, mean_q) + tuple(policy)
         critic_loss, mean_q = self._critic_step(b, tf.stop_gradient(a_next), next_lp, alpha)
         self.updates.assign_add(1)
         step = lambda: self._actor_step(tape, b["obs"], a_pi, lp_pi)  # noqa: E731
-        if self.cfg.policy_every == 1:
-            actor_loss, alpha_loss, entropy = step()
-        else:
-            actor_loss, alpha_loss, entropy = tf.cond(
-                tf.equal(self.updates % self.cfg.policy_every, 0), step,
-                lambda: (metrics[2], metrics[3], metrics[4]))
-        return (critic_loss, mean_q, actor_loss, alpha_loss, entropy)
+        policy = step() if every == 1 else tf.cond(due, step, keep)
+        return (critic_loss, mean_q) + tuple(policy)
+
+    def _polyak_op(self):
+        self.polyak(self.critic.weights, self.target_critic.weights, self.cfg.tau)
+        return tf.no_op()
 
     def _metrics(self, m):
         return {"critic_loss": m[0], "mean_q": m[1], "actor_loss": m[2], "alpha_loss": m[3], "entropy": m[4],
@@ -166,6 +188,29 @@ try:
     _CALL_FLAT = hasattr(_Concrete, "_call_flat")
 except ImportError:
     _CALL_FLAT = False
+try:  # one step further down: run the function's op directly (~30 us less than _call_flat, measured)
+    from tensorflow.python.eager import context as _context
+    from tensorflow.python.eager import execute as _execute
+except ImportError:
+    _execute = None
+
+
+def _direct_call(fn):
+    """A callable running concrete function ``fn`` (one tensor output, no cancellation context) as
+    ONE eager op of its function: what ``_call_flat`` ends in, without its Python layers (argument
+    count check, control-dependency and tape-pause contexts, output packing). None when this TF
+    does not expose the pieces; the caller then uses ``_call_flat``."""
+    try:
+        atomic = fn._inference_function
+        name = atomic.name.decode("utf-8")
+        if len(atomic.function_type.flat_outputs) != 1 or _execute is None:
+            return None
+        ctx = _context.context()
+        attrs = tuple(x for kv in ctx.function_call_options.as_attrs().items() for x in kv)
+        captured = list(fn.captured_inputs)
+    except Exception:  # another TF's internals
+        return None
+    return lambda inputs: _execute.execute(name, 1, inputs + captured, attrs, ctx)[0]
 
 METRICS = ("critic_loss", "mean_q", "actor_loss", "alpha_loss", "entropy", "alpha")
 
@@ -184,7 +229,9 @@ class EnvStep(tf.Module):
     Whether updates run and whether the action is random are chosen in Python between four
     straight-line concrete functions, not with ``tf.cond``: a lowered cond pushes "dead" tensors
     through every node of the branch not taken (the whole update graph), which measured ~0.4 ms a
-    call. The functions are called as concrete functions (skips ~0.1 ms of argument dispatch).
+    call. Each function runs as one eager op of its graph (:func:`_direct_call`: ~0.1 ms less
+    argument dispatch than a ``tf.function`` call, ~30 us less than ``_call_flat``), or through
+    ``_call_flat`` / the public call where this TF lacks the pieces.
     """
 
     UNROLL = 2  # up to this many updates per call run unrolled; more run in a graph loop
@@ -198,6 +245,7 @@ class EnvStep(tf.Module):
         self.last_act = tf.Variable(tf.zeros((num_envs, self.act_dim)), trainable=False)
         self.metrics = {k: tf.Variable(0.0, trainable=False) for k in METRICS}
         self._fns: dict = {}
+        self._concrete: dict = {}
         self._counts: dict = {}  # update count -> its int32 tensor
 
     def __call__(self, packed: np.ndarray, updates: int, random: bool) -> tf.Tensor:
@@ -205,14 +253,20 @@ class EnvStep(tf.Module):
         fn = self._fns.get(key)
         if fn is None:
             spec = [tf.TensorSpec([self.num_envs, self.obs_dim + 3], tf.float32), tf.TensorSpec([], tf.int32)]
-            fn = tf.function(lambda p, k: self._call(p, k, *key), input_signature=spec).get_concrete_function()
+            concrete = tf.function(lambda p, k: self._call(p, k, *key), input_signature=spec).get_concrete_function()
+            direct = _direct_call(concrete)
+            if direct is not None:
+                fn = direct
+            elif _CALL_FLAT:  # the inputs are already the flat tensor list: skip the signature binding
+                fn = lambda inputs, c=concrete: c._call_flat(inputs, c.captured_inputs)  # noqa: E731
+            else:
+                fn = lambda inputs, c=concrete: c(*inputs)  # noqa: E731
             self._fns[key] = fn
+            self._concrete[key] = concrete  # keeps the function (and its graph) alive
         k = self._counts.get(updates)
         if k is None:
             k = self._counts[updates] = tf.constant(updates, tf.int32)
-        if _CALL_FLAT:  # the inputs are already the flat tensor list: skip the signature binding
-            return fn._call_flat([tf.constant(packed), k], fn.captured_inputs)
-        return fn(tf.constant(packed), k)
+        return fn([tf.constant(packed), k])
 
     def updates_only(self, k: int):
         """A concrete function running the loop's update path alone: ``k`` uniform batches drawn
