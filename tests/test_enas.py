@@ -20,7 +20,7 @@ from tf_rlnas import config as C
 from tf_rlnas.algos.enas.child import Branch, ChildNet, FactorizedReduction, crop_top_left
 from tf_rlnas.algos.enas.config import EnasConfig
 from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_to_dict
-from tf_rlnas.algos.enas.trainer import EnasTrainer, cosine_lr, make_controller_update
+from tf_rlnas.algos.enas.trainer import EnasTrainer, advantages, cosine_lr, make_controller_update
 from tf_rlnas.cli import main
 from tf_rlnas.data.images import Splits, load_arrays
 from tf_rlnas.errors import UserError
@@ -219,6 +219,49 @@ def test_warmup_epochs_leave_the_controller_untouched_then_it_learns(tmp_path):
     assert any(not np.array_equal(a, v.numpy()) for a, v in zip(child_before, tr.child.trainable_variables))
     m = tr.train_iteration()
     assert "controller/loss" in m
+    assert any(not np.array_equal(a, v.numpy()) for a, v in zip(before, tr.controller.trainable_variables))
+
+
+def test_advantages_ema_and_leave_one_out():
+    """ema: the paper's running baseline, moved before each reward's advantage; loo: r_i minus the
+    mean of the other rewards of the step (sums to 0; equal rewards give 0), EMA still tracked."""
+    r = np.array([0.5, 0.7, 0.6, 0.9])
+    adv, b, has = advantages(r, 0.0, False, 0.9, "ema")
+    ref_b, ref = None, []
+    for x in r:
+        ref_b = x if ref_b is None else 0.9 * ref_b + 0.1 * x
+        ref.append(x - ref_b)
+    np.testing.assert_allclose(adv, ref, rtol=1e-6)
+    assert has and abs(b - ref_b) < 1e-12 and adv[0] == 0.0
+    adv2, b2, _ = advantages(r, 0.3, True, 0.9, "loo")
+    others = np.array([(r.sum() - x) / 3 for x in r])
+    np.testing.assert_allclose(adv2, r - others, rtol=1e-6)
+    assert abs(adv2.sum()) < 1e-6 and adv2.argmax() == 3 and adv2.argmin() == 0
+    ema_b = 0.3
+    for x in r:
+        ema_b = 0.9 * ema_b + 0.1 * x
+    assert abs(b2 - ema_b) < 1e-12
+    np.testing.assert_allclose(advantages(np.full(3, 0.8), 0.1, True, 0.99, "loo")[0], np.zeros(3), atol=1e-7)
+    with pytest.raises(Exception, match="num_aggregate >= 2"):
+        C.resolve(EnasConfig, [], ["controller.baseline=loo", "controller.num_aggregate=1"]).validate()
+
+
+@pytest.mark.parametrize("mode", ["ema", "loo"])
+def test_loo_baseline_scores_a_step_on_one_shared_batch(tmp_path, mode):
+    """controller.baseline loo: the step's architectures are scored on the same validation batch
+    (ema: each on its own), and the controller still takes its steps."""
+    tr = EnasTrainer(C.resolve(EnasConfig, [], SMOKE + [f"controller.baseline={mode}"]), str(tmp_path))
+    seen, acc = [], tr.accuracy
+    tr.accuracy = lambda x, y, b, s: (seen.append(float(np.sum(x.numpy() * np.arange(1, x.shape[1] + 1)[None, :, None, None]))),
+                                      acc(x, y, b, s))[1]
+    before = [v.numpy().copy() for v in tr.controller.trainable_variables]
+    m = tr._train_controller(0)
+    steps = np.array(seen).reshape(2, 3)  # train_steps 2 x num_aggregate 3
+    if mode == "loo":
+        assert np.all(steps == steps[:, :1]) and steps[0, 0] != steps[1, 0]
+    else:
+        assert len(set(seen)) == 6
+    assert np.isfinite(m["controller/loss"])
     assert any(not np.array_equal(a, v.numpy()) for a, v in zip(before, tr.controller.trainable_variables))
 
 

@@ -61,6 +61,10 @@ class EnasController:
     skip_weight: float = option(0.8, min=0.0, help="weight of the skip KL penalty in the loss")
     entropy_weight: float = option(1e-4, min=0.0, help="reward += entropy_weight * entropy")
     bl_dec: float = option(0.99, min=0.0, max=1.0, help="baseline <- bl_dec baseline + (1 - bl_dec) reward")
+    baseline: Literal["ema", "loo"] = option(
+        "ema", help="ema: each architecture scored on its own validation batch against the EMA baseline (paper); "
+                    "loo: a step's num_aggregate architectures scored on ONE shared batch, each against the mean "
+                    "reward of the others (leave-one-out: the batch's difficulty cancels)")
     lr: float = option(1e-3, min=0.0, help="Adam (beta1 0, beta2 0.999, eps 1e-3)")
     train_steps: int = option(10, min=0, help="controller steps per epoch (reference 50)")
     num_aggregate: int = option(10, min=1, help="sampled architectures per step, gradients averaged (ref 20)")
@@ -100,6 +104,9 @@ class EnasConfig:
     def validate(self) -> None:
         if self.mode == "fixed" and not self.fixed.arc_file:
             raise ConfigError("mode 'fixed' needs config key 'fixed.arc_file' (an architecture.json)")
+        if self.controller.baseline == "loo" and self.controller.num_aggregate < 2:
+            raise ConfigError("config key 'controller.baseline' loo needs controller.num_aggregate >= 2 "
+                              f"(got {self.controller.num_aggregate})")
         if self.child.lr_min > self.child.lr_max:
             raise ConfigError(f"config key 'child.lr_min' ({self.child.lr_min}) must not exceed "
                               f"child.lr_max ({self.child.lr_max})")

@@ -6,7 +6,9 @@ search mode, per epoch (the reference's alternation):
      kernels, SGD-Nesterov with a cosine learning rate with warm restarts, global-norm clipping;
   2. the controller takes ``train_steps`` steps; each samples ``num_aggregate`` arcs in one call,
      scores each on its own validation minibatch (child in inference mode): reward = accuracy +
-     entropy_weight * entropy; the EMA baseline is updated after each sample in turn; loss =
+     entropy_weight * entropy; the EMA baseline is updated after each sample in turn (or, with
+     ``controller.baseline: loo``, the step's arcs share ONE validation batch and each is measured
+     against the mean reward of the others: :func:`advantages`); loss =
      mean(-log_prob * (reward - baseline)) + skip_weight * mean(skip_penalty) (so the gradient is
      the average over the samples); global-norm clip; Adam(beta1 0, eps 1e-3);
   3. every ``search.eval_every`` epochs: ``eval_archs`` sampled arcs scored on one validation batch;
@@ -121,6 +123,24 @@ def make_controller_update(controller, optimizer, skip_weight: float, grad_clip:
         return loss, gnorm
     return tf.function(update, input_signature=[tf.TensorSpec([None, L], tf.int32),
                                                 tf.TensorSpec([None, L, L], tf.int32), tf.TensorSpec([None])])
+
+
+def advantages(rewards: np.ndarray, baseline: float, has: bool, bl_dec: float, mode: str = "ema"):
+    """The REINFORCE advantages of one controller step's rewards -> (advantages, baseline, has).
+
+    ``ema`` (the paper): the baseline moves towards each reward in turn (b <- b - (1 - bl_dec)(b - r),
+    starting at the first reward) and the advantage is r - b after that move. ``loo``: r_i minus the
+    mean of the step's other rewards (all scored on one batch); the EMA is still tracked, for the
+    ``controller/baseline`` metric and a later switch of mode."""
+    adv = np.zeros(len(rewards), np.float32)
+    for i, r in enumerate(rewards):
+        baseline = float(r) if not has else baseline - (1.0 - bl_dec) * (baseline - float(r))
+        has = True
+        adv[i] = r - baseline
+    if mode == "loo":
+        n = len(rewards)
+        adv = (rewards - (rewards.sum() - rewards) / (n - 1)).astype(np.float32)
+    return adv, baseline, has
 
 
 class EnasTrainer(Trainer):
@@ -271,20 +291,22 @@ class EnasTrainer(Trainer):
         baseline, has = float(self.baseline.numpy()), bool(self.has_baseline.numpy())
         label = f"epoch {epoch + 1} controller"
         self.sub_progress(label, 0, k.train_steps)
+        shared = k.baseline == "loo"
         for step in range(k.train_steps):
             out = self.sample_n(k.num_aggregate, self._seed())
             b, s = out["branches"].numpy(), out["skips"].numpy()
             ent = out["entropy"].numpy()
-            adv = np.zeros(len(b), np.float32)
-            for i in range(len(b)):
+            rewards = np.zeros(len(b), np.float64)
+            if shared:  # every architecture of the step on the same batch
                 x, y = next(stream)
+            for i in range(len(b)):
+                if not shared:
+                    x, y = next(stream)
                 acc = float(self.accuracy(x, y, b[i], s[i]))
-                reward = acc + k.entropy_weight * float(ent[i])
-                baseline = reward if not has else baseline - (1.0 - k.bl_dec) * (baseline - reward)
-                has = True
-                adv[i] = reward - baseline
-                rewards_all.append(reward)
+                rewards[i] = acc + k.entropy_weight * float(ent[i])
                 accs.append(acc)
+            adv, baseline, has = advantages(rewards, baseline, has, k.bl_dec, k.baseline)
+            rewards_all.extend(rewards.tolist())
             loss, gnorm = self.ctrl_update(b, s, adv)
             self.sub_progress(label, step + 1, k.train_steps)
             ents.extend(ent.tolist())
