@@ -286,6 +286,32 @@ def test_search_resume_restores_everything(tmp_path):
     assert arc_to_dict(b, s) == arch["architecture"] and len(b) == 3
 
 
+def test_derive_top_rescores_the_best_samples_on_the_whole_validation_split(tmp_path):
+    """search.derive_top K: the K best samples on the derive batches are re-scored on the whole
+    validation split and the best of THOSE is kept; resuming the finished run with another K
+    re-derives from the same final state (no training)."""
+    run = str(tmp_path / "run")
+    tr = EnasTrainer(C.resolve(EnasConfig, [], SMOKE + ["child.epochs=1", "search.derive_archs=6"]), run)
+    tr.fit(progress=False)
+    plain = json.load(open(os.path.join(run, "architecture.json")))
+    assert "derive_top" not in plain
+    del tr
+    tr = EnasTrainer(C.resolve(EnasConfig, [], SMOKE + ["child.epochs=1", "search.derive_archs=6",
+                                                        "search.derive_top=3"]), run)
+    tr.fit(progress=False)
+    assert int(tr.iteration.numpy()) == 1  # nothing trained again
+    res = json.load(open(os.path.join(run, "architecture.json")))
+    top = res["derive_top"]
+    assert len(top) == 3
+    assert [t["derive_batches_accuracy"] for t in top] == sorted((t["derive_batches_accuracy"] for t in top), reverse=True)
+    assert top[0]["derive_batches_accuracy"] == plain["search_valid_accuracy"]  # the plain winner is among them
+    best = max(top, key=lambda t: t["valid_accuracy"])
+    out = tr.sample_n(6, tf.constant([0, 424242], tf.int64))
+    b, s = out["branches"].numpy()[best["sample"]], out["skips"].numpy()[best["sample"]]
+    assert res["architecture"] == arc_to_dict(b, s)
+    np.testing.assert_allclose(best["valid_accuracy"], tr.evaluate_arc(tr.splits.valid(), b, s), rtol=1e-6)
+
+
 def test_search_then_fixed_retrain_and_export(tmp_path, capsys):
     search = str(tmp_path / "search")
     assert main(["train", "enas", *sum([["--set", s] for s in SMOKE], []), "--run-dir", search]) == 0

@@ -80,6 +80,9 @@ class EnasSearch:
                                                "untrained controller (uniform ops, fair-coin skips) before the "
                                                "controller's first step (0 = the paper: it learns from epoch 1)")
     derive_archs: int = option(100, min=1, help="at the end: sample this many architectures ...")
+    derive_top: int = option(1, min=1, resume_ok=True,
+                             help="... re-score the best K of them on the whole validation split and keep the "
+                                  "best of those (1 = off: the best on the derive batches)")
     derive_valid_batches: int = option(4, min=1, help="... and keep the best on this many validation batches")
 
 
