@@ -286,6 +286,33 @@ def test_search_resume_restores_everything(tmp_path):
     assert arc_to_dict(b, s) == arch["architecture"] and len(b) == 3
 
 
+def test_score_bn_batch_ignores_and_keeps_the_moving_statistics(tmp_path):
+    """search.score_bn batch: an architecture's score uses the scored batch's own BN statistics, so
+    corrupting the shared moving statistics leaves it unchanged (moving: it changes), and scoring
+    never writes the moving statistics."""
+    scores = {}
+    for mode in ("moving", "batch"):
+        tr = EnasTrainer(C.resolve(EnasConfig, [], SMOKE + [f"search.score_bn={mode}"]), str(tmp_path / mode))
+        tr.train_iteration()
+        tr.iteration.assign_add(1)
+        x, y = next(iter(tr.splits.valid_stream(0)))
+        out = tr.sample_n(4, tf.constant([1, 2], tf.int64))
+        arcs = list(zip(out["branches"].numpy(), out["skips"].numpy()))
+        before = [float(tr.accuracy(x, y, b, s)) for b, s in arcs]
+        stats = [v for v in tr.child.non_trainable_weights if "moving" in v.name]
+        assert stats
+        for v in stats:
+            v.assign(v + 50.0)
+        snap = [v.numpy().copy() for v in stats]
+        after = [float(tr.accuracy(x, y, b, s)) for b, s in arcs]
+        assert all(np.array_equal(a, v.numpy()) for a, v in zip(snap, stats))  # scoring writes no statistics
+        scores[mode] = (before, after)
+    before, after = scores["batch"]
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    before, after = scores["moving"]
+    assert after != before, scores  # the moving statistics do enter a moving-mode score
+
+
 def test_derive_top_rescores_the_best_samples_on_the_whole_validation_split(tmp_path):
     """search.derive_top K: the K best samples on the derive batches are re-scored on the whole
     validation split and the best of THOSE is kept; resuming the finished run with another K

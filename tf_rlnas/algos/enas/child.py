@@ -15,6 +15,9 @@ and the filters double at each pool layer (the retraining network).
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -27,6 +30,22 @@ KERNEL_INIT = "he_normal"
 
 def pool_layers(num_layers: int) -> list[int]:
     return [num_layers // 3 - 1, 2 * num_layers // 3 - 1]
+
+
+_FROZEN_STATS = threading.local()
+
+
+@contextlib.contextmanager
+def batch_stats_frozen():
+    """While tracing inside this context, a BN called with ``training=True`` normalises with the
+    batch's own statistics but leaves its moving statistics untouched (search-mode scoring of a
+    sampled architecture: ``search.score_bn: batch``)."""
+    old = getattr(_FROZEN_STATS, "on", False)
+    _FROZEN_STATS.on = True
+    try:
+        yield
+    finally:
+        _FROZEN_STATS.on = old
 
 
 class FusedBN(keras.layers.Layer):
@@ -60,8 +79,9 @@ class FusedBN(keras.layers.Layer):
             y, mean, var = tf.compat.v1.nn.fused_batch_norm(
                 x, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
                 epsilon=self.epsilon, is_training=True, exponential_avg_factor=1.0 - self.momentum)
-            self.moving_mean.assign(mean)
-            self.moving_variance.assign(var)
+            if not getattr(_FROZEN_STATS, "on", False):
+                self.moving_mean.assign(mean)
+                self.moving_variance.assign(var)
             return y
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, self.gamma, self.beta, mean=self.moving_mean,
                                                    variance=self.moving_variance, epsilon=self.epsilon,

@@ -79,6 +79,11 @@ class EnasSearch:
     warmup_epochs: int = option(0, min=0, help="epochs of shared-weight training on architectures drawn by the "
                                                "untrained controller (uniform ops, fair-coin skips) before the "
                                                "controller's first step (0 = the paper: it learns from epoch 1)")
+    score_bn: Literal["moving", "batch"] = option(
+        "moving", help="how a sampled architecture is scored in search mode (controller rewards, search evals, "
+                       "derive): moving = BN in inference mode with the shared moving statistics (paper); batch = "
+                       "each architecture normalised with the statistics of the batch it is scored on (moving "
+                       "statistics untouched, no dropout): the shared moving statistics mix every architecture's")
     derive_archs: int = option(100, min=1, help="at the end: sample this many architectures ...")
     derive_top: int = option(1, min=1, resume_ok=True,
                              help="... re-score the best K of them on the whole validation split and keep the "

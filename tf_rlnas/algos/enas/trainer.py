@@ -11,6 +11,8 @@ search mode, per epoch (the reference's alternation):
      against the mean reward of the others: :func:`advantages`); loss =
      mean(-log_prob * (reward - baseline)) + skip_weight * mean(skip_penalty) (so the gradient is
      the average over the samples); global-norm clip; Adam(beta1 0, eps 1e-3);
+     Scoring (rewards, evals, derive) uses BN in inference mode with the shared moving statistics
+     (the paper), or with ``search.score_bn: batch`` each architecture's own batch statistics.
   3. every ``search.eval_every`` epochs: ``eval_archs`` sampled arcs scored on one validation batch;
      the best one's full validation and test accuracy (search-time accuracy, shared weights).
   At the end: ``derive_archs`` sampled arcs scored on the same ``derive_valid_batches`` validation
@@ -35,7 +37,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tf_rlnas.algos.enas.child import ChildNet, disable_bn_relu_fusion
+from tf_rlnas.algos.enas.child import ChildNet, batch_stats_frozen, disable_bn_relu_fusion
 from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_string, arc_to_dict
 from tf_rlnas.core.logging import say
 from tf_rlnas.core.checkpoint import atomic_write_text
@@ -216,8 +218,14 @@ class EnasTrainer(Trainer):
         self.child_step = make_child_step(self.child, self.child_opt, self.controller, self.cfg.child.grad_clip,
                                           self.cfg.data.batch_size, self.splits.image_shape, self.strategy)
 
+        batch_bn = not self.fixed and self.cfg.search.score_bn == "batch"
+
         def accuracy(x, y, b, s):
-            logits = self.child(x, b, s, training=False)
+            if batch_bn:  # the batch's own BN statistics (the moving ones stay as they are); no dropout
+                with batch_stats_frozen():
+                    logits = self.child(x, b, s, training=True)
+            else:
+                logits = self.child(x, b, s, training=False)
             return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
         self.accuracy = tf.function(accuracy, input_signature=[img, lab, arc_b, arc_s])
 
