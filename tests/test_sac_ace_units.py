@@ -12,6 +12,15 @@ from tf_rlnas.envs.factory import make_env
 from tf_rlnas.replay.uniform import ReplayBuffer, VectorTransitions
 
 
+def _batches(rng, k: int, n: int, obs_dim: int = 5, act_dim: int = 2) -> dict:
+    """k stacked random replay batches of n transitions (non-terminal)."""
+    return {"obs": tf.constant(rng.normal(size=(k, n, obs_dim)), tf.float32),
+            "actions": tf.constant(rng.uniform(-1, 1, (k, n, act_dim)), tf.float32),
+            "rewards": tf.constant(rng.normal(size=(k, n)), tf.float32),
+            "next_obs": tf.constant(rng.normal(size=(k, n, obs_dim)), tf.float32),
+            "terminated": tf.zeros((k, n))}
+
+
 def test_ring_buffer_capacity_and_state_roundtrip():
     buf = ReplayBuffer(5, 2, 1)
     for i in range(7):
@@ -118,11 +127,7 @@ def test_unrolled_updates_equal_the_graph_loop():
                       b.actor.weights + b.critic.weights + b.target_critic.weights):
         vb.assign(va)
     rng = np.random.default_rng(0)
-    batch = {"obs": tf.constant(rng.normal(size=(2, 32, 5)), tf.float32),
-             "actions": tf.constant(rng.uniform(-1, 1, (2, 32, 2)), tf.float32),
-             "rewards": tf.constant(rng.normal(size=(2, 32)), tf.float32),
-             "next_obs": tf.constant(rng.normal(size=(2, 32, 5)), tf.float32),
-             "terminated": tf.zeros((2, 32))}
+    batch = _batches(rng, 2, 32)
     oa, ob = a.train(batch), b.train_unrolled(batch, 2)
     np.testing.assert_allclose(oa["critic_loss"].numpy(), ob["critic_loss"].numpy(), rtol=1e-6)
     for va, vb in zip(a.actor.weights + a.critic.weights + [a.log_alpha], b.actor.weights + b.critic.weights + [b.log_alpha]):
@@ -173,11 +178,7 @@ def test_simultaneous_update_order_uses_the_critics_before_their_step():
                           other.actor.weights + other.critic.weights + other.target_critic.weights):
             vb.assign(va)
     rng = np.random.default_rng(1)
-    batch = {"obs": tf.constant(rng.normal(size=(1, 64, 5)), tf.float32),
-             "actions": tf.constant(rng.uniform(-1, 1, (1, 64, 2)), tf.float32),
-             "rewards": tf.constant(rng.normal(size=(1, 64)), tf.float32),
-             "next_obs": tf.constant(rng.normal(size=(1, 64, 5)), tf.float32),
-             "terminated": tf.zeros((1, 64))}
+    batch = _batches(rng, 1, 64)
     out = {k: l.train_unrolled(batch, 1) for k, l in ls.items()}
     seq, sim, seq0 = ls["seq"], ls["sim"], ls["seq0"]
     for va, vb in zip(sim.actor.weights, seq0.actor.weights):
@@ -198,11 +199,7 @@ def test_policy_every_delays_actor_and_targets_in_both_orders():
     from tf_rlnas.algos.sac.config import SACConfig
 
     rng = np.random.default_rng(2)
-    batch = {"obs": tf.constant(rng.normal(size=(1, 32, 5)), tf.float32),
-             "actions": tf.constant(rng.uniform(-1, 1, (1, 32, 2)), tf.float32),
-             "rewards": tf.constant(rng.normal(size=(1, 32)), tf.float32),
-             "next_obs": tf.constant(rng.normal(size=(1, 32, 5)), tf.float32),
-             "terminated": tf.zeros((1, 32))}
+    batch = _batches(rng, 1, 32)
     for order in ("sequential", "simultaneous"):
         cfg = dataclasses.replace(SACConfig().agent, policy_every=2, update_order=order)
         l = SACLearner(5, 2, cfg, seed=4)
