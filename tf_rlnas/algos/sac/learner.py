@@ -89,9 +89,9 @@ class SACLearner(tf.Module):
         self.critic_opt.apply_gradients(zip(grads, self.critic.trainable_variables))
         return loss, tf.reduce_mean(q)
 
-    def _actor_step(self, tape, obs, a, lp_dim, polyak: bool = True):
+    def _actor_step(self, tape, obs, a, lp_dim):
         """Actor (with the critics as they are now: just updated in the sequential order, not yet in
-        the simultaneous one), alpha and (``polyak``) the target critics; ``tape`` recorded a, lp_dim."""
+        the simultaneous one) and alpha; ``tape`` recorded a, lp_dim."""
         alpha = tf.exp(self.log_alpha)
         with tape:
             lp = self.entropy_log_prob(lp_dim)
@@ -108,8 +108,6 @@ class SACLearner(tf.Module):
             alpha_loss = -self.log_alpha * tf.reduce_mean(lp + self.target_entropy)
         else:
             alpha_loss = tf.constant(0.0)
-        if polyak:
-            self.polyak(self.critic.weights, self.target_critic.weights, self.cfg.tau)
         return actor_loss, alpha_loss, -tf.reduce_mean(lp)
 
     def after_actor_grads(self, grads) -> None:
@@ -137,27 +135,27 @@ class SACLearner(tf.Module):
         next_lp = tf.stop_gradient(self.entropy_log_prob(lp_next))
         every = self.cfg.policy_every
         due = tf.equal((self.updates + 1) % every, 0)  # this update's count (incremented below)
+        step = lambda: self._actor_step(tape, b["obs"], a_pi, lp_pi)  # noqa: E731
         keep = lambda: (metrics[2], metrics[3], metrics[4])  # noqa: E731
+        policy = lambda: step() if every == 1 else tf.cond(due, step, keep)  # noqa: E731
         if self.cfg.update_order == "simultaneous":
             # the actor's step first in program order: it reads the critics before their update
             # (automatic control dependencies order a resource's reads and writes as written);
             # only those reads precede the critics' step, the rest runs beside it.
-            step = lambda: self._actor_step(tape, b["obs"], a_pi, lp_pi, polyak=False)  # noqa: E731
-            policy = step() if every == 1 else tf.cond(due, step, keep)
+            out = policy()
             critic_loss, mean_q = self._critic_step(b, tf.stop_gradient(a_next), next_lp, alpha)
-            self.updates.assign_add(1)
-            if every == 1:
-                self.polyak(self.critic.weights, self.target_critic.weights, self.cfg.tau)
-            else:
-                tf.cond(due, lambda: self._polyak_op(), lambda: tf.no_op())
-            return (critic_loss, mean_q) + tuple(policy)
-        critic_loss, mean_q = self._critic_step(b, tf.stop_gradient(a_next), next_lp, alpha)
+        else:
+            critic_loss, mean_q = self._critic_step(b, tf.stop_gradient(a_next), next_lp, alpha)
+            out = policy()
         self.updates.assign_add(1)
-        step = lambda: self._actor_step(tape, b["obs"], a_pi, lp_pi)  # noqa: E731
-        policy = step() if every == 1 else tf.cond(due, step, keep)
-        return (critic_loss, mean_q) + tuple(policy)
+        # the targets follow the critics just updated, on the policy's schedule (TD3-style delay)
+        if every == 1:
+            self._polyak_targets()
+        else:
+            tf.cond(due, self._polyak_targets, tf.no_op)
+        return (critic_loss, mean_q) + tuple(out)
 
-    def _polyak_op(self):
+    def _polyak_targets(self):
         self.polyak(self.critic.weights, self.target_critic.weights, self.cfg.tau)
         return tf.no_op()
 
