@@ -16,6 +16,7 @@ from tf_rlnas import config as C
 from tf_rlnas.core import rundir
 from tf_rlnas.core.distribute import worker_role
 from tf_rlnas.errors import UserError
+from tf_rlnas.nn import precision
 
 EPILOG = """examples:
   tf_rlnas train reinforce                                   # the one-shot game, built-in defaults
@@ -140,9 +141,17 @@ def _load_run(run_dir: str):
 
 # ---- commands -------------------------------------------------------------------------------
 
+def _prepare_math_mode(cfg) -> None:
+    """Before TensorFlow loads: oneDNN's bf16 math mode for runs whose config computes matmuls that
+    way (SAC / ACE in bfloat16; :mod:`tf_rlnas.nn.precision`). Other runs keep exact float32."""
+    if precision.wants_bf16_fpmath(cfg):
+        precision.request_bf16_fpmath()
+
+
 def cmd_train(args) -> int:
     algo, cfg, _, run_dir, resumes = _resolve_train_config(args)
     created = rundir.ensure_writable(run_dir)
+    _prepare_math_mode(cfg)
     _import_tf_quietly()
     try:
         trainer = registry.get(algo).load("trainer")(cfg, run_dir)   # may raise UserError: nothing written yet
@@ -312,6 +321,7 @@ def cmd_bench(args) -> int:
         raise UserError(f"no benchmark for '{args.algo}'")
     files = [_config_path(n, args.algo) for n in args.config]
     cfg = C.resolve(spec.load("config"), files, args.set)
+    _prepare_math_mode(cfg)
     _import_tf_quietly()
     extra = {}
     if args.compare:

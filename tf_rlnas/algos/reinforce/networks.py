@@ -7,7 +7,7 @@ import math
 import keras
 import tensorflow as tf
 
-from tf_rlnas.nn import mlp
+from tf_rlnas.nn.mlp import mlp
 
 
 def softplus_inverse(y: float) -> float:

@@ -3,7 +3,8 @@ HalfCheetah-v5, 2x256, batch 256, 1 update per env step).
 
 Printed: this machine's large-GEMM rate in float32 and bfloat16 (measured now), one update's matmul
 FLOPs and the floors they imply; the update alone (updates/s, 1 and 10 per call) for every path
-(float32 / bfloat16 matmuls x tf.function / XLA), measured on the path the training loop runs: one
+(float32 / bfloat16 matmuls x tf.function / XLA; bfloat16 via oneDNN's math mode and via casts,
+see ``networks.py``), measured on the path the training loop runs: one
 compiled call with no inputs that draws the batches from the TF replay buffer and runs the updates
 (as the peers' ``train(gradient_steps)`` samples their buffers too), each path in a fresh process
 as the peers are; the training loop's steady env steps/s with the config's path and the share of a
@@ -140,7 +141,7 @@ def measure_update(trainer_cls, cfg, seconds: float) -> dict:
     with tempfile.TemporaryDirectory() as d:
         tr = trainer_cls(cfg, d)
         _fill(tr, 4096, 0)
-        out = {}
+        out = {"bf16_via": tr.learner.bf16_via}
         for k in (1, 10):
             fn = tr.env_step.updates_only(k)  # replay sampling on the TF side included
             out[str(k)] = _rate(lambda: fn()["critic_loss"].numpy(), seconds, k)
@@ -148,15 +149,18 @@ def measure_update(trainer_cls, cfg, seconds: float) -> dict:
     return out
 
 
-def _fresh_process(what: str, algo: str, cfg, seconds: float) -> dict:
+def _fresh_process(what: str, algo: str, cfg, seconds: float, no_fpmath: bool = False) -> dict:
     """Run ``measure_update`` or ``measure_loop`` for ``cfg`` in a new Python process, as the peers
     are: measured in one process after one another, a path ran ~10-15% slower when trainers of
-    other paths (an XLA one above all) had been built before it."""
+    other paths (an XLA one above all) had been built before it. The child inherits this process's
+    oneDNN math mode; ``no_fpmath`` starts it without (bfloat16 layers then multiply via casts)."""
     from tf_rlnas import config as C
+    from tf_rlnas.nn.precision import FPMATH_ENV
 
     req = json.dumps({"what": what, "algo": algo, "cfg": C.to_dict(cfg), "seconds": seconds})
+    env = {k: v for k, v in os.environ.items() if not (no_fpmath and k == FPMATH_ENV)}
     out = subprocess.run([sys.executable, "-c", "from tf_rlnas.algos.sac.bench import _child; _child()"],
-                         input=req, capture_output=True, text=True)
+                         input=req, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"bench subprocess failed: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -223,25 +227,35 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
     print(f"  one update = {flops / 1e9:.3f} GFLOP of matmuls -> floor "
           + ", ".join(f"{rates[k] / flops:.0f} updates/s in {k}" for k in rates))
     print("  (each of our paths below runs in a fresh process, as the peers do)")
+    from tf_rlnas.algos.sac.networks import bf16_path
+
+    via = {}  # path -> how its bfloat16 layers multiply, as the child process reported
     for dt in dtypes:
-        for jit in (False, True):
-            res = _fresh_process("update", algo, _with(cfg, dt, jit), seconds)
+        variants = [(False, None), (True, None)]
+        if dt == "bfloat16" and bf16_path(False) == "fpmath":
+            variants.insert(1, (False, "cast"))  # the same dtype without the math mode, for comparison
+        for jit, force in variants:
+            res = _fresh_process("update", algo, _with(cfg, dt, jit), seconds, no_fpmath=force == "cast")
+            name = dt if dt == "float32" else f"{dt} ({res['bf16_via']})"
+            via[(dt, jit, force)] = res["bf16_via"]
             for k in (1, 10):
                 ups = res[str(k)]
-                best[(dt, jit, k)] = ups
-                print(f"  update alone, {dt:8s} {'XLA        ' if jit else 'tf.function'}, {k:2d} per call: "
+                best[(dt, jit, force, k)] = ups
+                print(f"  update alone, {name:17s} {'XLA        ' if jit else 'tf.function'}, {k:2d} per call: "
                       f"{ups:7.1f} updates/s  ({ups * flops / 1e9:5.1f} GFLOP/s, "
                       f"{ups * flops / rates[dt]:4.0%} of the {dt} GEMM rate)")
     dtype = resolve_dtype(cfg.agent.matmul_dtype)
-    path = (f"{dtype} matmuls{' (auto)' if cfg.agent.matmul_dtype == 'auto' else ''}, "
-            f"{'XLA' if cfg.train.jit_compile else 'tf.function'}")
-    ours_update = best.get((dtype, bool(cfg.train.jit_compile), 1))
-    ours_update10 = best.get((dtype, bool(cfg.train.jit_compile), 10))
+    jit = bool(cfg.train.jit_compile)
+    path = (f"{dtype} matmuls{' (auto)' if cfg.agent.matmul_dtype == 'auto' else ''}"
+            f"{' via ' + via.get((dtype, jit, None), '?') if dtype == 'bfloat16' else ''}, "
+            f"{'XLA' if jit else 'tf.function'}")
+    ours_update = best.get((dtype, jit, None, 1))
+    ours_update10 = best.get((dtype, jit, None, 10))
     order = cfg.agent.update_order
     other = "simultaneous" if order == "sequential" else "sequential"
     alt_cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, update_order=other))
     alt_update = _fresh_process("update", algo, alt_cfg, seconds)
-    print(f"  update alone, {dtype} {'XLA' if cfg.train.jit_compile else 'tf.function'}, update_order={other} "
+    print(f"  update alone, {path}, update_order={other} "
           f"(the config's: {order}): {alt_update['1']:7.1f} / {alt_update['10']:7.1f} updates/s at 1 / 10 per call")
     loop = _fresh_process("loop", algo, cfg, seconds)
     print(f"  training loop ({path}, update_order={order}; {cfg.env.num_envs} env(s), "

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tf_rlnas.algos.sac.networks import TanhGaussianActor, TwinCritic
+from tf_rlnas.algos.sac.networks import TanhGaussianActor, TwinCritic, bf16_path
 from tf_rlnas.nn.optim import FusedAdam
 
 
@@ -28,11 +28,11 @@ class SACLearner(tf.Module):
         super().__init__(name="sac")
         c = agent_cfg
         self.cfg, self.obs_dim, self.act_dim = c, obs_dim, act_dim
-        self.actor = TanhGaussianActor(obs_dim, act_dim, c.actor_hidden, c.log_std_min, c.log_std_max,
-                                       matmul_dtype=c.matmul_dtype)
-        self.critic = TwinCritic(obs_dim, act_dim, c.critic_hidden, matmul_dtype=c.matmul_dtype)
-        self.target_critic = TwinCritic(obs_dim, act_dim, c.critic_hidden, matmul_dtype=c.matmul_dtype,
-                                        name="target_critic")
+        self.bf16_via = bf16_path(jit_compile)  # how bfloat16 layers multiply (networks.py)
+        kw = {"matmul_dtype": c.matmul_dtype, "bf16_via": self.bf16_via}
+        self.actor = TanhGaussianActor(obs_dim, act_dim, c.actor_hidden, c.log_std_min, c.log_std_max, **kw)
+        self.critic = TwinCritic(obs_dim, act_dim, c.critic_hidden, **kw)
+        self.target_critic = TwinCritic(obs_dim, act_dim, c.critic_hidden, name="target_critic", **kw)
         for t, s in zip(self.target_critic.weights, self.critic.weights):
             t.assign(s)
         self.log_alpha = tf.Variable(np.log(c.init_alpha), dtype=tf.float32, name="log_alpha")

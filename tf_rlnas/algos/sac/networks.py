@@ -1,18 +1,27 @@
 """SAC networks: a tanh-Gaussian actor and twin critics.
 
 Both are stacks of ``Linear`` layers: float32 parameters, and the matmul optionally in bfloat16
-(``agent.matmul_dtype``; the product is accumulated in float32 by oneDNN and cast back, the bias,
-activations, the output layers and everything after them stay float32). On this CPU (AVX512-BF16)
-a bf16 GEMM runs ~4x the float32 rate. Only layers with a fan-in of at least ``BF16_MIN_FAN_IN``
-take the bf16 path: for a first layer on a 17-23-dim observation the float32 product is cheaper
-than the casts around a bf16 one (casting the [B, 256] output back alone costs more), and in
-float32 grappler fuses MatMul + BiasAdd + ReLU into one oneDNN kernel (measured: +5-8% updates/s
-on HalfCheetah at batch 256). Acting, evaluation and serving run every matmul in float32
-(``full_precision``): for one row, casting a 256 x 256 kernel costs more than the product.
+(``agent.matmul_dtype``; products accumulated in float32; the bias, activations, the output layers
+and everything after them stay float32). On this CPU (AVX512-BF16 / AMX) a bf16 GEMM runs ~4x the
+float32 rate. A bfloat16 layer computes its product one of two ways (``bf16_via``):
+
+- ``fpmath``: a float32 BatchMatMul that oneDNN computes in bfloat16 because the process runs with
+  ``TF_SET_ONEDNN_FPMATH_MODE=BF16`` (:mod:`tf_rlnas.nn.fpmath`; the CLI sets it for SAC/ACE runs in
+  bfloat16): no Cast ops, a float32 result. Measured +14% updates/s at 1 update per call and +25%
+  at 10 over ``cast`` (HalfCheetah, 2x256, batch 256).
+- ``cast``: cast input and kernel to bfloat16, a bfloat16 MatMul, cast the (bf16-rounded) result
+  back. Used where the math mode is off (TF imported before the CLI could ask for it) and under
+  XLA, which compiles its own dots.
+
+Only layers with a fan-in of at least ``BF16_MIN_FAN_IN`` take a bf16 path: for a first layer on
+a 17-23-dim observation the float32 product is cheaper (grappler fuses MatMul + BiasAdd + ReLU
+into one oneDNN kernel there; the fpmath path measured no faster for it). Acting, evaluation and
+serving run every matmul in float32 (``full_precision``): plain MatMuls, which the math mode does
+not touch.
 
 The twin critics are two plain MLPs, not one batched matmul ([2, B, in] x [2, in, out]): on a CPU
-TensorFlow's BatchMatMul (and its gradient) measured ~1.6x slower than two MatMuls, which go to
-oneDNN and which TF's inter-op scheduler runs side by side.
+TensorFlow's BatchMatMul with its stock gradient measured ~1.6x slower than two MatMuls, which TF's
+inter-op scheduler runs side by side.
 """
 
 from __future__ import annotations
@@ -21,20 +30,31 @@ import keras
 import tensorflow as tf
 
 from tf_rlnas.distributions import TanhNormal
+from tf_rlnas.nn.fpmath import bf16_fpmath_active, fpmath_matmul
 from tf_rlnas.nn.precision import resolve_dtype
 
 BF16_MIN_FAN_IN = 64
 
 
+def bf16_path(jit_compile: bool = False) -> str:
+    """How this process computes a bfloat16 layer: ``fpmath`` where the oneDNN math mode is on and
+    the update is not XLA-compiled, else ``cast``."""
+    return "fpmath" if not jit_compile and bf16_fpmath_active() else "cast"
+
+
 class Linear(keras.layers.Layer):
     """y = act(x W + b) with float32 W, b; x W computed in ``matmul_dtype`` (float32 when the
-    fan-in is below ``BF16_MIN_FAN_IN``)."""
+    fan-in is below ``BF16_MIN_FAN_IN``), a bfloat16 product by ``bf16_via`` (module docstring)."""
 
-    def __init__(self, units: int, activation=None, matmul_dtype: str = "float32", **kwargs):
+    def __init__(self, units: int, activation=None, matmul_dtype: str = "float32", bf16_via: str = "cast",
+                 **kwargs):
         super().__init__(**kwargs)
+        if bf16_via not in ("fpmath", "cast"):
+            raise ValueError(f"bf16_via must be 'fpmath' or 'cast', not {bf16_via!r}")
         self.units = int(units)
         self.activation = keras.activations.get(activation)
         self.matmul_dtype = tf.as_dtype(resolve_dtype(matmul_dtype))
+        self.bf16_via = bf16_via
 
     def build(self, input_shape):
         fan_in = int(input_shape[-1])
@@ -47,16 +67,18 @@ class Linear(keras.layers.Layer):
         """``full_precision``: a float32 matmul whatever ``matmul_dtype`` is."""
         if full_precision or self.matmul_dtype == tf.float32:
             y = tf.matmul(x, self.kernel)
+        elif self.bf16_via == "fpmath":
+            y = fpmath_matmul(x, tf.convert_to_tensor(self.kernel))
         else:
             y = tf.cast(tf.matmul(tf.cast(x, self.matmul_dtype), tf.cast(self.kernel, self.matmul_dtype)),
                         tf.float32)
         return self.activation(tf.nn.bias_add(y, self.bias))
 
 
-def _stack(hidden, matmul_dtype: str, name: str, out: int | None = None) -> keras.Sequential:
+def _stack(hidden, matmul_dtype: str, name: str, out: int | None = None, bf16_via: str = "cast") -> keras.Sequential:
     """Hidden ReLU layers (+ a float32 output layer of ``out`` units). A Sequential, not a list:
     tf.train.Checkpoint does not see layers kept in plain Python lists of a Keras 3 model."""
-    layers = [Linear(h, "relu", matmul_dtype, name=f"{name}_dense{i}") for i, h in enumerate(hidden)]
+    layers = [Linear(h, "relu", matmul_dtype, bf16_via, name=f"{name}_dense{i}") for i, h in enumerate(hidden)]
     if out is not None:
         layers.append(Linear(out, name=f"{name}_out"))
     return keras.Sequential(layers, name=name)
@@ -66,11 +88,11 @@ class TwinCritic(keras.Model):
     """Q_i(s, a) for i < n (n = 2): returns [n, B]."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden, n: int = 2, matmul_dtype: str = "float32",
-                 name="critic"):
+                 name="critic", bf16_via: str = "cast"):
         super().__init__(name=name)
         self.n = n
         for i in range(n):
-            setattr(self, f"q{i}", _stack(hidden, matmul_dtype, f"q{i}", out=1))
+            setattr(self, f"q{i}", _stack(hidden, matmul_dtype, f"q{i}", out=1, bf16_via=bf16_via))
         self(tf.zeros((1, obs_dim)), tf.zeros((1, act_dim)))
 
     def call(self, obs, act):
@@ -82,11 +104,11 @@ class TanhGaussianActor(keras.Model):
     """obs -> (mean, log_std) of the pre-tanh Gaussian; log_std clipped to [min, max]."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden, log_std_min=-20.0, log_std_max=2.0,
-                 matmul_dtype: str = "float32", name="actor"):
+                 matmul_dtype: str = "float32", name="actor", bf16_via: str = "cast"):
         super().__init__(name=name)
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
-        self.body = _stack(hidden, matmul_dtype, "actor")
+        self.body = _stack(hidden, matmul_dtype, "actor", bf16_via=bf16_via)
         self.mean = Linear(act_dim, name="mean")
         self.log_std = Linear(act_dim, name="log_std")
         # call() runs the body's layers and the heads' weights itself: build them here
