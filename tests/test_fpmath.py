@@ -61,7 +61,8 @@ def test_the_mode_is_requested_only_for_configs_that_compute_bfloat16_through_it
 
 def test_request_sets_the_variable_only_before_tensorflow_loads_and_never_over_the_users(monkeypatch):
     env = precision.FPMATH_ENV
-    monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv(env, "unset-below")  # records the original state: restored after the test, so the
+    monkeypatch.delenv(env)                  # BF16 set below cannot leak into later tests' subprocesses
     assert precision.request_bf16_fpmath() is False  # TF is loaded in this process: too late
     assert env not in os.environ
     monkeypatch.delitem(sys.modules, "tensorflow")  # as the CLI sees it before importing TF
@@ -70,6 +71,12 @@ def test_request_sets_the_variable_only_before_tensorflow_loads_and_never_over_t
     monkeypatch.setenv(env, "STRICT")  # the user's choice wins
     assert precision.request_bf16_fpmath() is False
     assert os.environ[env] == "STRICT"
+
+
+def test_the_request_test_left_the_environment_as_it_found_it():
+    # runs after the test above (file order): a leaked BF16 would put later CLI subprocesses
+    # (MAML-TRPO, ENAS) in bf16 math
+    assert os.environ.get(precision.FPMATH_ENV) != "BF16"
 
 
 _CHILD = textwrap.dedent("""
