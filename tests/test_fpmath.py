@@ -128,3 +128,14 @@ def test_with_the_mode_fpmath_products_are_bfloat16_and_sac_uses_them():
     assert r["layer_matches"]  # Linear(bfloat16, fpmath) is exactly the fpmath product (no bias, linear)
     assert r["full_precision_err"] < 1e-3  # acting / serving stay float32 with the mode on
     assert r["sac_via"] == "fpmath" and r["xla_via"] == "cast"
+
+
+def test_the_cli_notes_an_inherited_mode_on_runs_that_do_not_want_it(monkeypatch, capsys):
+    from tf_rlnas import cli
+
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
+    monkeypatch.setenv(precision.FPMATH_ENV, "BF16")  # e.g. exported in the shell for SAC runs
+    cli._prepare_math_mode(_cfg("maml_trpo"))
+    assert "compute in bfloat16" in capsys.readouterr().err
+    cli._prepare_math_mode(_cfg("sac"))  # a run that computes this way: nothing to say
+    assert capsys.readouterr().err == ""

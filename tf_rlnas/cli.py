@@ -146,6 +146,9 @@ def _prepare_math_mode(cfg) -> None:
     way (SAC / ACE in bfloat16; :mod:`tf_rlnas.nn.precision`). Other runs keep exact float32."""
     if precision.wants_bf16_fpmath(cfg):
         precision.request_bf16_fpmath()
+    elif os.environ.get(precision.FPMATH_ENV, "").upper() == "BF16":
+        print(f"note: {precision.FPMATH_ENV}=BF16 is set in the environment: this run's float32 BatchMatMuls "
+              f"(einsums) compute in bfloat16; unset it for exact float32", file=sys.stderr)
 
 
 def cmd_train(args) -> int:
