@@ -139,3 +139,14 @@ def test_the_cli_notes_an_inherited_mode_on_runs_that_do_not_want_it(monkeypatch
     assert "compute in bfloat16" in capsys.readouterr().err
     cli._prepare_math_mode(_cfg("sac"))  # a run that computes this way: nothing to say
     assert capsys.readouterr().err == ""
+
+
+def test_large_bf16_layers_keep_the_cast_path():
+    """fpmath only pays for small kernels (256 x 256 measured faster, 1024 x 1024 slower than casts)."""
+    from tf_rlnas.algos.sac.networks import FPMATH_MAX_KERNEL, Linear
+
+    small, large = Linear(256, matmul_dtype="bfloat16", bf16_via="fpmath"), Linear(1024, matmul_dtype="bfloat16", bf16_via="fpmath")
+    small.build((None, 256))
+    large.build((None, 1024))
+    assert 256 * 256 <= FPMATH_MAX_KERNEL < 1024 * 1024
+    assert small.bf16_via == "fpmath" and large.bf16_via == "cast"

@@ -227,15 +227,14 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
     print(f"  one update = {flops / 1e9:.3f} GFLOP of matmuls -> floor "
           + ", ".join(f"{rates[k] / flops:.0f} updates/s in {k}" for k in rates))
     print("  (each of our paths below runs in a fresh process, as the peers do)")
-    from tf_rlnas.algos.sac.networks import bf16_path
-
     via = {}  # path -> how its bfloat16 layers multiply, as the child process reported
     for dt in dtypes:
         variants = [(False, None), (True, None)]
-        if dt == "bfloat16" and bf16_path(False) == "fpmath":
-            variants.insert(1, (False, "cast"))  # the same dtype without the math mode, for comparison
-        for jit, force in variants:
+        while variants:
+            jit, force = variants.pop(0)
             res = _fresh_process("update", algo, _with(cfg, dt, jit), seconds, no_fpmath=force == "cast")
+            if not jit and force is None and "fpmath" in res["bf16_via"]:
+                variants.insert(0, (False, "cast"))  # the same dtype without the math mode, for comparison
             name = dt if dt == "float32" else f"{dt} ({res['bf16_via']})"
             via[(dt, jit, force)] = res["bf16_via"]
             for k in (1, 10):

@@ -28,11 +28,14 @@ class SACLearner(tf.Module):
         super().__init__(name="sac")
         c = agent_cfg
         self.cfg, self.obs_dim, self.act_dim = c, obs_dim, act_dim
-        self.bf16_via = bf16_path(jit_compile)  # how bfloat16 layers multiply (networks.py)
-        kw = {"matmul_dtype": c.matmul_dtype, "bf16_via": self.bf16_via}
+        kw = {"matmul_dtype": c.matmul_dtype, "bf16_via": bf16_path(jit_compile)}  # networks.py
         self.actor = TanhGaussianActor(obs_dim, act_dim, c.actor_hidden, c.log_std_min, c.log_std_max, **kw)
         self.critic = TwinCritic(obs_dim, act_dim, c.critic_hidden, **kw)
         self.target_critic = TwinCritic(obs_dim, act_dim, c.critic_hidden, name="target_critic", **kw)
+        # how the bf16 layers multiply, as built ("fpmath", "cast", both, or "none" in float32)
+        bf16 = {layer.bf16_via for net in (self.actor, self.critic) for layer in net.dense_layers()
+                if layer.matmul_dtype == tf.bfloat16}
+        self.bf16_via = "+".join(sorted(bf16)) or "none"
         for t, s in zip(self.target_critic.weights, self.critic.weights):
             t.assign(s)
         self.log_alpha = tf.Variable(np.log(c.init_alpha), dtype=tf.float32, name="log_alpha")

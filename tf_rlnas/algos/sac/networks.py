@@ -8,7 +8,8 @@ float32 rate. A bfloat16 layer computes its product one of two ways (``bf16_via`
 - ``fpmath``: a float32 BatchMatMul that oneDNN computes in bfloat16 because the process runs with
   ``TF_SET_ONEDNN_FPMATH_MODE=BF16`` (:mod:`tf_rlnas.nn.fpmath`; the CLI sets it for SAC/ACE runs in
   bfloat16): no Cast ops, a float32 result. Measured +14% updates/s at 1 update per call and +25%
-  at 10 over ``cast`` (HalfCheetah, 2x256, batch 256).
+  at 10 over ``cast`` (HalfCheetah, 2x256, batch 256); only for kernels of at most
+  ``FPMATH_MAX_KERNEL`` weights: from 512 x 512 on the casts are as fast or faster (ACE's 1024 x 1024).
 - ``cast``: cast input and kernel to bfloat16, a bfloat16 MatMul, cast the (bf16-rounded) result
   back. Used where the math mode is off (TF imported before the CLI could ask for it) and under
   XLA, which compiles its own dots.
@@ -34,6 +35,10 @@ from tf_rlnas.nn.fpmath import bf16_fpmath_active, fpmath_matmul
 from tf_rlnas.nn.precision import resolve_dtype
 
 BF16_MIN_FAN_IN = 64
+# fpmath only for kernels up to this many weights; larger ones multiply faster via casts (update alone,
+# fresh processes: 256 x 256 at batch 256 +14-25% via fpmath; 512 x 512 even, 142-147 vs 142-157
+# updates/s; ACE's 1024 x 1024 at batch 512 18.0-18.4 vs 19.5-21.2 via casts)
+FPMATH_MAX_KERNEL = 2 ** 17
 
 
 def bf16_path(jit_compile: bool = False) -> str:
@@ -60,6 +65,8 @@ class Linear(keras.layers.Layer):
         fan_in = int(input_shape[-1])
         if fan_in < BF16_MIN_FAN_IN:
             self.matmul_dtype = tf.float32
+        if self.bf16_via == "fpmath" and fan_in * self.units > FPMATH_MAX_KERNEL:
+            self.bf16_via = "cast"
         self.kernel = self.add_weight(shape=(fan_in, self.units), name="kernel", initializer="glorot_uniform")
         self.bias = self.add_weight(shape=(self.units,), name="bias", initializer="zeros")
 
@@ -94,6 +101,9 @@ class TwinCritic(keras.Model):
         for i in range(n):
             setattr(self, f"q{i}", _stack(hidden, matmul_dtype, f"q{i}", out=1, bf16_via=bf16_via))
         self(tf.zeros((1, obs_dim)), tf.zeros((1, act_dim)))
+
+    def dense_layers(self) -> list[Linear]:
+        return [layer for i in range(self.n) for layer in getattr(self, f"q{i}").layers]
 
     def call(self, obs, act):
         x = tf.concat([obs, act], axis=-1)
