@@ -10,8 +10,9 @@ compiled call with no inputs that draws the batches from the TF replay buffer an
 as the peers are; the training loop's steady env steps/s with the config's path and the share of a
 loop step spent in the env, in acting (the compiled call with no update), in the update and
 elsewhere (Python bookkeeping, argument binding, the trainer loop); the update alone and the loop
-with the other ``agent.update_order``; and with ``--compare sb3|sbx``
-the peer measured in a subprocess (``--peer-python``) with the ratios.
+with the other ``agent.update_order``; the loop with ``train.update_every: 10`` (one call per 10 env
+steps with 10 updates: SB3's train_freq 10 / gradient_steps 10); and with ``--compare sb3|sbx``
+the peer measured in a subprocess (``--peer-python``) at train_freq 1 and 10, with the ratios.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 PEERS = {"sb3": ("stable_baselines3", "stable-baselines3"), "sbx": ("sbx", "sbx-rl")}
+K_STEPS = 10  # the loop is also measured with one call per K env steps (ours and the peers')
 
 
 def _rate(fn, seconds: float, per_call: int) -> float:
@@ -180,7 +182,7 @@ def _child() -> None:
     print(json.dumps(fn(trainer_cls, cfg, req["seconds"])))
 
 
-def run_peer(peer: str, python: str, cfg, seconds: float) -> dict | None:
+def run_peer(peer: str, python: str, cfg, seconds: float, k: int = 1) -> dict | None:
     module, dist = PEERS[peer]
     python = os.path.abspath(python) if os.sep in python else python  # it runs from a temporary cwd
     probe = subprocess.run([python, "-c", f"import {module}"], capture_output=True)
@@ -194,7 +196,7 @@ def run_peer(peer: str, python: str, cfg, seconds: float) -> dict | None:
     hidden = ",".join(str(h) for h in cfg.agent.actor_hidden)
     with tempfile.TemporaryDirectory() as cwd:  # the peers' gymnasium + MuJoCo 3.17 write MUJOCO_LOG.TXT into the cwd
         out = subprocess.run([python, script, peer, cfg.env.id, hidden, str(cfg.train.batch_size), str(seconds),
-                              str(threads)], capture_output=True, text=True, cwd=cwd)
+                              str(threads), str(k)], capture_output=True, text=True, cwd=cwd)
     if out.returncode != 0:
         print(f"  --compare {peer}: the peer run failed: {out.stderr.strip().splitlines()[-1:]}")
         return None
@@ -267,8 +269,16 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
     print(f"  training loop, update_order={other}: {alt_loop['env_steps_per_s']:7.1f} env steps/s "
           f"({alt_loop['ms_per_step']:.2f} ms: env {alt_loop['share_env']:.0%}, acting {alt_loop['share_act']:.0%}, "
           f"update {alt_loop['share_update']:.0%}, elsewhere {alt_loop['share_else']:.0%})")
+    k_loop = None
+    if cfg.train.update_every == 1 and cfg.train.updates_per_step == 1.0:
+        # SB3's train_freq K / gradient_steps K: one call with K updates every K env steps
+        k_loop = _fresh_process("loop", algo, _with(cfg, update_every=K_STEPS), seconds)
+        print(f"  training loop, update_every={K_STEPS} (= train_freq {K_STEPS}, gradient_steps {K_STEPS}; the same "
+              f"update-to-data ratio): {k_loop['env_steps_per_s']:7.1f} env steps/s ({k_loop['ms_per_step']:.2f} ms: "
+              f"env {k_loop['share_env']:.0%}, acting {k_loop['share_act']:.0%}, update {k_loop['share_update']:.0%}, "
+              f"elsewhere {k_loop['share_else']:.0%})")
     for peer in compare:
-        res = run_peer(peer, peer_python or sys.executable, cfg, seconds)
+        res = run_peer(peer, peer_python or sys.executable, cfg, seconds, K_STEPS if k_loop else 1)
         if res is None:
             continue
         print(f"  peer {peer} {res['version']}: update alone {res['updates_per_s']:7.1f} updates/s (10 per call), "
@@ -281,3 +291,6 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
                     f"{alt_update['10'] / res['updates_per_s']:.2f}x / {alt_update['1'] / res['updates_per_s']:.2f}x "
                     f"{other})")
         print(msg)
+        if k_loop and "env_steps_per_s_k" in res:
+            print(f"    at train_freq {K_STEPS} / gradient_steps {K_STEPS} each: {peer} loop {res['env_steps_per_s_k']:7.1f} "
+                  f"env steps/s, ratio ours/{peer} {k_loop['env_steps_per_s'] / res['env_steps_per_s_k']:.2f}x")

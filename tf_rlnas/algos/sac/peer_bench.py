@@ -1,5 +1,5 @@
 """Measures a peer SAC (Stable-Baselines3 or SBX) at our bench's sizes; run as a script with the
-peer's Python (``python peer_bench.py sb3|sbx ENV_ID HIDDEN BATCH SECONDS THREADS``) and prints one
+peer's Python (``python peer_bench.py sb3|sbx ENV_ID HIDDEN BATCH SECONDS THREADS [K]``) and prints one
 JSON line. It imports nothing from tf_rlnas: the peers are never our dependencies.
 
 - ``updates_per_s``: ``model.train(gradient_steps=10, batch_size)`` on a buffer filled with random
@@ -8,6 +8,8 @@ JSON line. It imports nothing from tf_rlnas: the peers are never our dependencie
   after a first ``learn`` call (warm-up, compilation, learning_starts done): the steady rate from two
   further ``learn`` calls of different lengths, (n2 - n1) / (t2 - t1), so the fixed cost of starting
   a ``learn`` call (callbacks, logger) counts in neither (our loop is timed inside one long run).
+- ``env_steps_per_s_k`` (with K > 1): the same with train_freq K, gradient_steps K (our
+  ``train.update_every: K``; the same update-to-data ratio).
 """
 
 import json
@@ -17,6 +19,7 @@ import time
 
 def main() -> None:
     peer, env_id, hidden, batch, seconds, threads = sys.argv[1:7]
+    k = int(sys.argv[7]) if len(sys.argv) > 7 else 1
     hidden, batch, seconds, threads = [int(h) for h in hidden.split(",")], int(batch), float(seconds), int(threads)
     import gymnasium as gym
     if peer == "sb3":
@@ -42,15 +45,24 @@ def main() -> None:
         model.train(gradient_steps=10, batch_size=batch)
         n += 10
     ups = n / (time.perf_counter() - t0)
-    # training loop, steady: the difference of a short and a long learn() call
+    out = {"peer": peer, "version": version, "updates_per_s": ups, "env_steps_per_s": _loop(model, seconds)}
+    if k > 1:
+        from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+        model.train_freq, model.gradient_steps = TrainFreq(k, TrainFrequencyUnit.STEP), k
+        model.learn(10 * k, reset_num_timesteps=False)  # warm-up: SBX compiles K gradient steps
+        out["env_steps_per_s_k"] = _loop(model, seconds)
+    print(json.dumps(out))
+
+
+def _loop(model, seconds: float) -> float:
+    """Steady env steps/s: the difference of a short and a long learn() call."""
     n1, n2 = 100, max(400, int(seconds * 150))
     times = []
     for n in (n1, n2):
         t0 = time.perf_counter()
         model.learn(n, reset_num_timesteps=False)
         times.append(time.perf_counter() - t0)
-    loop = (n2 - n1) / (times[1] - times[0])
-    print(json.dumps({"peer": peer, "version": version, "updates_per_s": ups, "env_steps_per_s": loop}))
+    return (n2 - n1) / (times[1] - times[0])
 
 
 if __name__ == "__main__":
