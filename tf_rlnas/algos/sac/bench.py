@@ -230,21 +230,23 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
           + ", ".join(f"{rates[k] / flops:.0f} updates/s in {k}" for k in rates))
     print("  (each of our paths below runs in a fresh process, as the peers do)")
     via = {}  # path -> how its bfloat16 layers multiply, as the child process reported
+
+    def measure(dt: str, jit: bool, force: str | None = None) -> dict:
+        res = _fresh_process("update", algo, _with(cfg, dt, jit), seconds, no_fpmath=force == "cast")
+        name = dt if dt == "float32" else f"{dt} ({res['bf16_via']})"
+        via[(dt, jit, force)] = res["bf16_via"]
+        for k in (1, 10):
+            ups = res[str(k)]
+            best[(dt, jit, force, k)] = ups
+            print(f"  update alone, {name:17s} {'XLA        ' if jit else 'tf.function'}, {k:2d} per call: "
+                  f"{ups:7.1f} updates/s  ({ups * flops / 1e9:5.1f} GFLOP/s, "
+                  f"{ups * flops / rates[dt]:4.0%} of the {dt} GEMM rate)")
+        return res
+
     for dt in dtypes:
-        variants = [(False, None), (True, None)]
-        while variants:
-            jit, force = variants.pop(0)
-            res = _fresh_process("update", algo, _with(cfg, dt, jit), seconds, no_fpmath=force == "cast")
-            if not jit and force is None and "fpmath" in res["bf16_via"]:
-                variants.insert(0, (False, "cast"))  # the same dtype without the math mode, for comparison
-            name = dt if dt == "float32" else f"{dt} ({res['bf16_via']})"
-            via[(dt, jit, force)] = res["bf16_via"]
-            for k in (1, 10):
-                ups = res[str(k)]
-                best[(dt, jit, force, k)] = ups
-                print(f"  update alone, {name:17s} {'XLA        ' if jit else 'tf.function'}, {k:2d} per call: "
-                      f"{ups:7.1f} updates/s  ({ups * flops / 1e9:5.1f} GFLOP/s, "
-                      f"{ups * flops / rates[dt]:4.0%} of the {dt} GEMM rate)")
+        if "fpmath" in measure(dt, False)["bf16_via"]:
+            measure(dt, False, "cast")  # the same dtype without the math mode, for comparison
+        measure(dt, True)
     dtype = resolve_dtype(cfg.agent.matmul_dtype)
     jit = bool(cfg.train.jit_compile)
     path = (f"{dtype} matmuls{' (auto)' if cfg.agent.matmul_dtype == 'auto' else ''}"
