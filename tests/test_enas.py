@@ -47,6 +47,37 @@ def test_log_prob_of_sampled_arc_equals_recomputed(temperature):
     assert abs(float(c.log_prob(flipped, out["skips"])["log_prob"][0]) - float(out["log_prob"][0])) > 1e-4
 
 
+def test_entropy_bounds_match_a_brute_force_search_and_the_untrained_controller_is_near_uniform():
+    """entropy_bounds: the lowest op / skip entropy that logits c * tanh(.) can reach, against a numpy
+    search over every +-c vertex and random interior logits; op_entropy is the branches' part of the
+    controller's summed entropy and starts near uniform."""
+    from tf_rlnas.algos.enas.controller import entropy_bounds
+
+    def ent(logits):
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        return -(p * np.log(p)).sum(-1)
+
+    c, L = 1.5, 5
+    rng = np.random.default_rng(0)
+    vertices = np.array([[c if (k >> j) & 1 else -c for j in range(6)] for k in range(1, 64)])
+    inner = c * np.tanh(rng.normal(0, 3, (20000, 6)))
+    op_floor = min(ent(vertices).min(), ent(inner).min())
+    s = np.linspace(-c, c, 2001)
+    skip_floor = ent(np.stack([-s, s], -1)).min()
+    bounds = entropy_bounds(L, c)
+    np.testing.assert_allclose(bounds["op_min"], L * op_floor, rtol=1e-9)
+    np.testing.assert_allclose(bounds["skip_min"], L * (L - 1) / 2 * skip_floor, rtol=1e-9)
+    np.testing.assert_allclose(bounds["op_uniform"], L * np.log(6))
+    np.testing.assert_allclose(bounds["skip_uniform"], L * (L - 1) / 2 * np.log(2))
+    assert entropy_bounds(L, None)["op_min"] == 0.0
+    out = Controller(L, 16).sample(50, tf.constant([5, 6], tf.int64))
+    op, total = out["op_entropy"].numpy(), out["entropy"].numpy()
+    assert np.all(op > 0.99 * bounds["op_uniform"]) and np.all(op <= bounds["op_uniform"] + 1e-5)
+    skip_part = total - op
+    assert np.all(skip_part > 0.99 * bounds["skip_uniform"]) and np.all(skip_part <= bounds["skip_uniform"] + 1e-4)
+
+
 def test_skip_penalty_matches_numpy():
     t = 0.4
     c = Controller(5, 16, skip_target=t)
@@ -337,6 +368,15 @@ def test_derive_top_rescores_the_best_samples_on_the_whole_validation_split(tmp_
     b, s = out["branches"].numpy()[best["sample"]], out["skips"].numpy()[best["sample"]]
     assert res["architecture"] == arc_to_dict(b, s)
     np.testing.assert_allclose(best["valid_accuracy"], tr.evaluate_arc(tr.splits.valid(), b, s), rtol=1e-6)
+    # the concentration record: the derive samples' entropies and repeats, recomputed here
+    keys = {(bb.tobytes(), ss.tobytes()) for bb, ss in zip(out["branches"].numpy(), out["skips"].numpy())}
+    assert res["distinct_samples"] == len(keys)
+    assert 1 <= res["derived_sample_count"] <= 6
+    np.testing.assert_allclose(res["controller_op_entropy"], out["op_entropy"].numpy().mean(), rtol=1e-5)
+    np.testing.assert_allclose(res["controller_entropy"], out["entropy"].numpy().mean(), rtol=1e-5)
+    np.testing.assert_allclose(res["op_entropy_uniform"], 3 * np.log(6))
+    np.testing.assert_allclose(res["entropy_uniform"], 3 * np.log(6) + 3 * np.log(2))
+    assert res["op_entropy_floor"] < res["controller_op_entropy"] < res["op_entropy_uniform"]
 
 
 def test_search_then_fixed_retrain_and_export(tmp_path, capsys):

@@ -10,7 +10,8 @@ Per layer i (the reference's order):
   s_j = v^T q_j, skip logits [-s_j, s_j] (same temperature and tanh constant), sample skip bits,
   input = sum_j skip_j h_j / (1 + #skips); else input = g_emb; the anchor h_i is kept.
 
-Outputs of one pass: summed log-prob, summed entropy (branches and skip bits), skip count and the
+Outputs of one pass: summed log-prob, summed entropy (branches and skip bits; ``op_entropy`` the
+branches' part), skip count and the
 skip penalty mean_i sum_j KL(Bernoulli(p_ij) || Bernoulli(skip_target)). One code path samples
 (``sample``) or scores a given arc (``log_prob``), batched over M arcs so that the
 ``num_aggregate`` samples of a controller step are one call.
@@ -18,11 +19,31 @@ skip penalty mean_i sum_j KL(Bernoulli(p_ij) || Bernoulli(skip_target)). One cod
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
 NUM_BRANCHES = 6
 BRANCH_NAMES = ("conv3x3", "sepconv3x3", "conv5x5", "sepconv5x5", "avgpool3x3", "maxpool3x3")
+
+
+def entropy_bounds(num_layers: int, tanh_constant: float | None, num_branches: int = NUM_BRANCHES) -> dict:
+    """How concentrated the controller can get: the summed entropy of the op decisions and of the skip
+    bits for the uniform policy and for the most peaked one the tanh constant c allows (one branch
+    logit at +c, the others at -c; a skip bit's logits [-s, s] at |s| = c). Without a tanh constant
+    the floor is 0."""
+    pairs = num_layers * (num_layers - 1) // 2
+    op_min = skip_min = 0.0
+    if tanh_constant:
+        c = float(tanh_constant)
+        top = math.exp(c) / (math.exp(c) + (num_branches - 1) * math.exp(-c))
+        rest = (1.0 - top) / (num_branches - 1)
+        op_min = num_layers * -(top * math.log(top) + (num_branches - 1) * rest * math.log(rest))
+        q = 1.0 / (1.0 + math.exp(-2.0 * c))
+        skip_min = pairs * -(q * math.log(q) + (1.0 - q) * math.log(1.0 - q))
+    return {"op_uniform": num_layers * math.log(num_branches), "op_min": op_min,
+            "skip_uniform": pairs * math.log(2.0), "skip_min": skip_min}
 
 
 class Controller(keras.Model):
@@ -60,6 +81,7 @@ class Controller(keras.Model):
         anchors, anchors_w1 = [], []
         out_branches, out_skips = [], []
         log_prob = tf.zeros((m,))
+        op_entropy = tf.zeros((m,))  # of the op decisions (the skip bits' is entropy - op_entropy)
         entropy = tf.zeros((m,))
         skip_count = tf.zeros((m,))
         penalties, skip_probs = [], []
@@ -75,7 +97,7 @@ class Controller(keras.Model):
                 b = branches[:, i]
             out_branches.append(b)
             log_prob += tf.gather(log_p, b, batch_dims=1)
-            entropy += -tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1)
+            op_entropy += -tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1)
             h, state = self.cell(tf.gather(self.w_emb, b), state)
             if i > 0:
                 prev_w1 = tf.stack(anchors_w1, axis=1)  # [M, i, H]
@@ -105,9 +127,10 @@ class Controller(keras.Model):
                 skip_probs.append(tf.zeros((m, L)))
             anchors.append(h)
             anchors_w1.append(self.w_attn_1(h))
+        entropy += op_entropy
         penalty = tf.add_n(penalties) / float(len(penalties)) if penalties else tf.zeros((m,))
         return {"branches": tf.stack(out_branches, axis=1), "skips": tf.stack(out_skips, axis=1),
-                "log_prob": log_prob, "entropy": entropy, "skip_count": skip_count, "skip_penalty": penalty,
+                "log_prob": log_prob, "entropy": entropy, "op_entropy": op_entropy, "skip_count": skip_count, "skip_penalty": penalty,
                 "skip_prob": tf.stack(skip_probs, axis=1)}
 
     def sample(self, m: int, seed: tf.Tensor) -> dict:

@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_rlnas.algos.enas.child import ChildNet, batch_stats_frozen, disable_bn_relu_fusion
-from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_string, arc_to_dict
+from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_string, arc_to_dict, entropy_bounds
 from tf_rlnas.core.logging import say
 from tf_rlnas.core.checkpoint import atomic_write_text
 from tf_rlnas.core.trainer import ExportSpec, Trainer
@@ -296,7 +296,7 @@ class EnasTrainer(Trainer):
         if k.train_steps == 0:
             return {}
         stream = iter(self.splits.valid_stream(epoch))
-        rewards_all, accs, ents, skips, losses, gnorms = [], [], [], [], [], []
+        rewards_all, accs, ents, op_ents, skips, losses, gnorms = [], [], [], [], [], [], []
         baseline, has = float(self.baseline.numpy()), bool(self.has_baseline.numpy())
         label = f"epoch {epoch + 1} controller"
         self.sub_progress(label, 0, k.train_steps)
@@ -319,6 +319,7 @@ class EnasTrainer(Trainer):
             loss, gnorm = self.ctrl_update(b, s, adv)
             self.sub_progress(label, step + 1, k.train_steps)
             ents.extend(ent.tolist())
+            op_ents.extend(out["op_entropy"].numpy().tolist())
             skips.extend(out["skip_count"].numpy().tolist())
             losses.append(float(loss))
             gnorms.append(float(gnorm))
@@ -327,7 +328,8 @@ class EnasTrainer(Trainer):
         pairs = self.num_layers * (self.num_layers - 1) / 2
         return {"controller/loss": float(np.mean(losses)), "controller/reward": float(np.mean(rewards_all)),
                 "controller/valid_accuracy": float(np.mean(accs)), "controller/baseline": baseline,
-                "controller/entropy": float(np.mean(ents)), "controller/skip_rate": float(np.mean(skips)) / pairs,
+                "controller/entropy": float(np.mean(ents)), "controller/op_entropy": float(np.mean(op_ents)),
+                "controller/skip_rate": float(np.mean(skips)) / pairs,
                 "controller/grad_norm": float(np.mean(gnorms))}
 
     def _score(self, b, s, batches) -> float:
@@ -385,8 +387,18 @@ class EnasTrainer(Trainer):
             best = top[int(np.argmax(full))]
             extra = {"derive_top": [{"sample": i, "derive_batches_accuracy": scores[i], "valid_accuracy": f}
                                     for i, f in zip(top, full)]}
+        # how far the controller has moved from the untrained one's uniform draws: the mean summed entropy
+        # of its op decisions beside the uniform value and the floor the tanh constant allows (the skip
+        # bits are held near skip_target by the KL penalty), and how often the derive samples repeat
+        bounds = entropy_bounds(self.num_layers, self.cfg.controller.tanh_constant)
+        keys = [b[i].tobytes() + s[i].tobytes() for i in range(len(b))]
+        concentration = {"controller_op_entropy": float(np.mean(out["op_entropy"].numpy())),
+                         "op_entropy_uniform": bounds["op_uniform"], "op_entropy_floor": bounds["op_min"],
+                         "controller_entropy": float(np.mean(out["entropy"].numpy())),
+                         "entropy_uniform": bounds["op_uniform"] + bounds["skip_uniform"],
+                         "distinct_samples": len(set(keys)), "derived_sample_count": keys.count(keys[best])}
         return {"architecture": arc_to_dict(b[best], s[best]),
-                "search_valid_accuracy": scores[best], **extra,
+                "search_valid_accuracy": scores[best], **extra, **concentration,
                 "search_valid_accuracy_mean_of_samples": float(np.mean(scores)),
                 "search_test_accuracy_shared_weights": self.evaluate_arc(self.splits.test(), b[best], s[best]),
                 "dataset": self.cfg.data.dataset, "epochs": int(self.iteration.numpy())}
@@ -407,7 +419,12 @@ class EnasTrainer(Trainer):
                 f"{f', then of their top {top} on the whole validation split' if top > 1 else ''}; "
                 f"search-time accuracy with shared "
                 f"weights: valid {result['search_valid_accuracy']:.4f}, test "
-                f"{result['search_test_accuracy_shared_weights']:.4f}) -> {path}\n{arc_string(b, s)}")
+                f"{result['search_test_accuracy_shared_weights']:.4f}) -> {path}\n{arc_string(b, s)}\n"
+                f"controller: op entropy {result['controller_op_entropy']:.2f} nats (uniform "
+                f"{result['op_entropy_uniform']:.2f}, floor {result['op_entropy_floor']:.2f}), all decisions "
+                f"{result['controller_entropy']:.2f} (uniform {result['entropy_uniform']:.2f}); "
+                f"{result['distinct_samples']} distinct of {self.cfg.search.derive_archs} samples, the derived "
+                f"one drawn {result['derived_sample_count']}x")
             summary["architecture"] = result
             if self.is_chief:
                 atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))
