@@ -199,6 +199,29 @@ def test_cosine_lr_restarts():
     assert lr(20) == pytest.approx(5e-4 + 0.5 * (0.05 - 5e-4))  # middle of the 20-epoch cycle
 
 
+def test_lr_cycle_over_the_run_and_per_step_cosine(tmp_path):
+    """child.lr_t0 null: one cosine cycle over child.epochs; child.lr_per_step: the cosine advances
+    every step, so the last step of a 2-epoch run trains at ~the floor (per epoch: at the midpoint)."""
+    assert cosine_lr(2.5, 0.05, 5e-4, 3, 2) == pytest.approx(5e-4 + 0.5 * (0.05 - 5e-4) * (1 + np.cos(np.pi * 2.5 / 3)))
+    seen = {}
+    for per_step in (False, True):
+        cfg = C.resolve(EnasConfig, [], SMOKE + ["child.epochs=2", "child.lr_t0=null", "controller.train_steps=0",
+                                                  "search.eval_every=0", f"child.lr_per_step={str(per_step).lower()}"])
+        tr = EnasTrainer(cfg, str(tmp_path / f"r{per_step}"))
+        lrs = []
+        step = tr.child_step
+        tr.child_step = lambda *a: (lrs.append(float(tr.child_opt.learning_rate.numpy())), step(*a))[1]
+        tr.train_iteration(), tr.iteration.assign_add(1), tr.train_iteration()
+        seen[per_step] = lrs
+    n = len(seen[True]) // 2
+    assert n >= 2 and len(seen[False]) == 2 * n
+    np.testing.assert_allclose(seen[False], [0.05] * n + [5e-4 + 0.5 * (0.05 - 5e-4)] * n, rtol=1e-6)  # per epoch
+    expected = [cosine_lr(i / n, 0.05, 5e-4, 2, 2) for i in range(2 * n)]
+    np.testing.assert_allclose(seen[True], expected, rtol=1e-6)
+    assert seen[True][-1] < 0.05 * 0.01 + 5e-4 * 1.5  # the last step at ~the floor
+    assert all(a > b for a, b in zip(seen[True], seen[True][1:]))  # never restarts within the cycle
+
+
 def test_child_gradient_clipping_really_clips(tmp_path):
     cfg = C.resolve(EnasConfig, [], SMOKE + ["child.grad_clip=0.001", "child.momentum=0", "child.l2=0",
                                               "child.lr_max=1.0", "child.keep_prob=1.0"])

@@ -41,8 +41,11 @@ class EnasChild:
     l2: float = option(2.5e-4, min=0.0, help="L2 weight decay")
     lr_max: float = option(0.05, min=0.0, help="cosine schedule: the learning rate at each (re)start")
     lr_min: float = option(5e-4, min=0.0, help="cosine schedule: the floor")
-    lr_t0: int = option(10, min=1, help="epochs of the first cosine cycle")
+    lr_t0: Optional[int] = option(10, min=1, help="epochs of the first cosine cycle (null: one cycle over "
+                                                   "child.epochs, so the run ends annealed whatever its length)")
     lr_tmul: int = option(2, min=1, help="each cycle is this many times longer than the previous")
+    lr_per_step: bool = option(False, help="advance the cosine every step (fractional epochs) instead of once "
+                                           "per epoch (the reference); short runs then end at the floor")
     momentum: float = option(0.9, min=0.0, max=1.0, help="Nesterov momentum")
     grad_clip: float = option(5.0, min=0.0, help="global-norm gradient clip (0 = off)")
     epochs: int = option(30, min=1, resume_ok=True, help="training epochs (search epochs in search mode)")

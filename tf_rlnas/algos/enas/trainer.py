@@ -47,8 +47,9 @@ from tf_rlnas.errors import UserError
 from tf_rlnas.nn.optim import NesterovSGD
 
 
-def cosine_lr(epoch: int, lr_max: float, lr_min: float, t0: int, tmul: int) -> float:
-    """SGDR: cycles of t0, t0*tmul, ... epochs; lr = min + (max - min)(1 + cos(pi t / T)) / 2."""
+def cosine_lr(epoch: float, lr_max: float, lr_min: float, t0: int, tmul: int) -> float:
+    """SGDR: cycles of t0, t0*tmul, ... epochs; lr = min + (max - min)(1 + cos(pi t / T)) / 2 (``epoch``
+    may be fractional: the position within the epoch, for a per-step schedule)."""
     start, length = 0, t0
     while epoch >= start + length:
         start, length = start + length, length * tmul
@@ -263,16 +264,20 @@ class EnasTrainer(Trainer):
     def train_iteration(self) -> dict[str, float]:
         cfg, c = self.cfg, self.cfg.child
         epoch = int(self.iteration.numpy())
-        lr = cosine_lr(epoch, c.lr_max, c.lr_min, c.lr_t0, c.lr_tmul)
+        steps, label = self.splits.steps_per_epoch, f"epoch {epoch + 1} child"
+        cycle = c.lr_t0 or c.epochs
+        lr = cosine_lr(epoch, c.lr_max, c.lr_min, cycle, c.lr_tmul)
         self.child_opt.learning_rate.assign(lr)
         t0 = time.perf_counter()
         losses, correct, gnorms, n = [], 0.0, [], 0
         ds = self.splits.train(epoch)
         if self.strategy is not None:
             ds = self.strategy.experimental_distribute_dataset(ds)
-        steps, label = self.splits.steps_per_epoch, f"epoch {epoch + 1} child"
         self.sub_progress(label, 0, steps)
         for x, y in ds:
+            if c.lr_per_step:
+                self.child_opt.learning_rate.assign(
+                    cosine_lr(epoch + min(len(losses), steps - 1) / steps, c.lr_max, c.lr_min, cycle, c.lr_tmul))
             loss, corr, gnorm = self.child_step(x, y, self._seed())
             self.sub_progress(label, len(losses) + 1, steps)
             losses.append(float(loss))
