@@ -90,6 +90,17 @@ def test_existing_run_is_not_damaged_by_bad_input(trained, capsys, tmp_path):
     code, err = run_cli(capsys, ["train", "reinforce", "--run-dir", str(other)])
     assert code == 2 and "not a tf_rlnas run" in err[0]
     assert os.listdir(other) == ["precious.txt"]
+    # ... but a folder holding only what a multi-worker run's other workers write before the chief
+    # has written config.yaml (workers/<task>/, a write probe) is a fresh run, not a foreign folder
+    from tf_rlnas.algos.reinforce.config import ReinforceConfig
+    from tf_rlnas.core.rundir import check_run_dir
+    early = tmp_path / "early"
+    (early / "workers" / "worker-1" / "checkpoints").mkdir(parents=True)
+    (early / ".write-probe-abc").write_text("")
+    assert check_run_dir(str(early), "reinforce", ReinforceConfig(), ReinforceConfig) is False
+    (early / "stray.txt").write_text("x")
+    with pytest.raises(Exception, match="not a tf_rlnas run"):
+        check_run_dir(str(early), "reinforce", ReinforceConfig(), ReinforceConfig)
 
 
 def test_resume_extends_budget_and_evaluate(trained, capsys):

@@ -29,6 +29,13 @@ def saved_config(run_dir: str) -> tuple[str, dict] | None:
     return algo, data
 
 
+def _own_entries_only(entries: list[str]) -> list[str]:
+    """The entries of a run directory that say a run is there: not the ``workers/`` folder that a
+    multi-worker run's other workers create (they can start before the chief has written
+    config.yaml) and not another process's write probe (:func:`ensure_writable`)."""
+    return [e for e in entries if e != "workers" and not e.startswith(".write-probe-")]
+
+
 def check_run_dir(run_dir: str, algo: str, cfg: Any, schema: type) -> bool:
     """Can ``cfg`` run in ``run_dir``? Returns True when it resumes an existing run.
 
@@ -38,7 +45,7 @@ def check_run_dir(run_dir: str, algo: str, cfg: Any, schema: type) -> bool:
     """
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise UserError(f"run directory {run_dir} exists and is not a directory")
-    if not os.path.isdir(run_dir) or not os.listdir(run_dir):
+    if not os.path.isdir(run_dir) or not _own_entries_only(os.listdir(run_dir)):
         return False
     saved = saved_config(run_dir)
     if saved is None:
