@@ -94,12 +94,13 @@ def test_existing_run_is_not_damaged_by_bad_input(trained, capsys, tmp_path):
     # has written config.yaml (workers/<task>/, a write probe) is a fresh run, not a foreign folder
     from tf_rlnas.algos.reinforce.config import ReinforceConfig
     from tf_rlnas.core.rundir import check_run_dir
+    from tf_rlnas.errors import UserError
     early = tmp_path / "early"
     (early / "workers" / "worker-1" / "checkpoints").mkdir(parents=True)
     (early / ".write-probe-abc").write_text("")
     assert check_run_dir(str(early), "reinforce", ReinforceConfig(), ReinforceConfig) is False
     (early / "stray.txt").write_text("x")
-    with pytest.raises(Exception, match="not a tf_rlnas run"):
+    with pytest.raises(UserError, match="not a tf_rlnas run"):
         check_run_dir(str(early), "reinforce", ReinforceConfig(), ReinforceConfig)
 
 

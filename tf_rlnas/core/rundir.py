@@ -11,6 +11,8 @@ from tf_rlnas.core.checkpoint import atomic_write_text
 from tf_rlnas.errors import ConfigError, UserError
 
 CONFIG_FILE = "config.yaml"
+WORKERS_DIR = "workers"  # a multi-worker run's other workers keep their checkpoints under it
+PROBE_PREFIX = ".write-probe-"
 
 
 def has_checkpoint(run_dir: str) -> bool:
@@ -29,11 +31,11 @@ def saved_config(run_dir: str) -> tuple[str, dict] | None:
     return algo, data
 
 
-def _own_entries_only(entries: list[str]) -> list[str]:
-    """The entries of a run directory that say a run is there: not the ``workers/`` folder that a
-    multi-worker run's other workers create (they can start before the chief has written
-    config.yaml) and not another process's write probe (:func:`ensure_writable`)."""
-    return [e for e in entries if e != "workers" and not e.startswith(".write-probe-")]
+def _empty_for_a_new_run(run_dir: str) -> bool:
+    """Nothing in ``run_dir`` but what a starting run itself writes before config.yaml: the
+    ``workers/`` folder of a multi-worker run's other workers (they can start before the chief) and
+    another process's write probe (:func:`ensure_writable`)."""
+    return all(e == WORKERS_DIR or e.startswith(PROBE_PREFIX) for e in os.listdir(run_dir))
 
 
 def check_run_dir(run_dir: str, algo: str, cfg: Any, schema: type) -> bool:
@@ -45,7 +47,7 @@ def check_run_dir(run_dir: str, algo: str, cfg: Any, schema: type) -> bool:
     """
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise UserError(f"run directory {run_dir} exists and is not a directory")
-    if not os.path.isdir(run_dir) or not _own_entries_only(os.listdir(run_dir)):
+    if not os.path.isdir(run_dir) or _empty_for_a_new_run(run_dir):
         return False
     saved = saved_config(run_dir)
     if saved is None:
@@ -83,7 +85,7 @@ def ensure_writable(run_dir: str) -> bool:
     except OSError as e:
         raise UserError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
     try:
-        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-probe-"):
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=PROBE_PREFIX):
             pass
     except OSError as e:
         raise UserError(f"run directory {run_dir} is not writable: {e.strerror or e}") from None

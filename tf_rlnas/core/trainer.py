@@ -24,6 +24,7 @@ import numpy as np
 
 from tf_rlnas.core.checkpoint import Checkpointer, atomic_write_text
 from tf_rlnas.core.logging import Progress, TBLogger, say
+from tf_rlnas.core.rundir import WORKERS_DIR
 from tf_rlnas.core.seeding import configure_threads, seed_everything
 
 
@@ -104,7 +105,7 @@ class Trainer:
         self.build()
         self.checkpointer = Checkpointer(
             os.path.join(run_dir, "checkpoints"), cfg.run.keep_checkpoints,
-            save_directory=None if self.is_chief else os.path.join(run_dir, "workers", self.task_name, "checkpoints"),
+            save_directory=None if self.is_chief else os.path.join(run_dir, WORKERS_DIR, self.task_name, "checkpoints"),
             trackables={"iteration": self.iteration.variable, **self.trackables()},
             get_state=self._get_state, set_state=self._set_state,
             get_arrays=self.arrays if type(self).arrays is not Trainer.arrays else None,

@@ -42,7 +42,8 @@ class EnasChild:
     lr_max: float = option(0.05, min=0.0, help="cosine schedule: the learning rate at each (re)start")
     lr_min: float = option(5e-4, min=0.0, help="cosine schedule: the floor")
     lr_t0: Optional[int] = option(10, min=1, help="epochs of the first cosine cycle (null: one cycle over "
-                                                   "child.epochs, so the run ends annealed whatever its length)")
+                                                   "child.epochs, so the run ends annealed whatever its length; "
+                                                   "a resume with more epochs stretches that cycle)")
     lr_tmul: int = option(2, min=1, help="each cycle is this many times longer than the previous")
     lr_per_step: bool = option(False, help="advance the cosine every step (fractional epochs) instead of once "
                                            "per epoch (the reference); short runs then end at the floor")

@@ -130,7 +130,8 @@ class Controller(keras.Model):
         entropy += op_entropy
         penalty = tf.add_n(penalties) / float(len(penalties)) if penalties else tf.zeros((m,))
         return {"branches": tf.stack(out_branches, axis=1), "skips": tf.stack(out_skips, axis=1),
-                "log_prob": log_prob, "entropy": entropy, "op_entropy": op_entropy, "skip_count": skip_count, "skip_penalty": penalty,
+                "log_prob": log_prob, "entropy": entropy, "op_entropy": op_entropy, "skip_count": skip_count,
+                "skip_penalty": penalty,
                 "skip_prob": tf.stack(skip_probs, axis=1)}
 
     def sample(self, m: int, seed: tf.Tensor) -> dict:
