@@ -68,3 +68,47 @@ def test_compare_arcs_retrains_each_with_the_same_budget_and_tabulates(tmp_path)
     assert main(base + ["--set", "child.epochs=2", "--set", "child.filters=12"]) == 2
     # a search-mode config is refused with one line
     assert main(["compare-arcs", "--config", "smoke", "--run-dir", str(tmp_path / "x")]) == 2
+
+
+def test_compare_arcs_over_retrain_seeds_with_extra_architectures(tmp_path, capsys):
+    L = 3
+    arcs = {"a": (np.array([0, 2, 4]), np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]])),
+            "b": (np.array([1, 1, 3]), np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0]]))}
+    files = {}
+    for k, (b, s) in arcs.items():
+        files[k] = tmp_path / f"{k}.json"
+        files[k].write_text(json.dumps({"architecture": arc_to_dict(b, s)}))
+    run = str(tmp_path / "cmp")
+    base = ["compare-arcs", "--config", "digits_fixed", "--config", "smoke", "--set", f"fixed.arc_file={files['a']}",
+            "--set", "child.epochs=1", "--random", "1", "--run-dir", run, "--no-progress"]
+    assert main(base + ["--arc", f"alt={files['b']}", "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    table = json.load(open(os.path.join(run, "compare", "comparison.json")))
+    res = table["results"]
+    assert list(res) == ["derived", "alt", "random-1", "conv_stack"] and table["config"]["seeds"] == [0, 1]
+    assert res["alt"]["architecture"] == arc_to_dict(*arcs["b"])
+    for name, r in res.items():
+        accs = [r["per_seed"]["0"], r["per_seed"]["1"]]
+        assert all(0.3 < a <= 1.0 for a in accs), (name, r)
+        assert r["test_accuracy"] == np.mean(accs) and np.isclose(r["std"], np.std(accs, ddof=1))
+        # the config's seed keeps the plain name (so seeds can be added to an existing comparison)
+        assert os.path.isdir(os.path.join(run, "compare", name, "checkpoints"))
+        assert "seed: 1" in open(os.path.join(run, "compare", f"{name}-seed1", "config.yaml")).read()
+    # the seed reaches the retrain: some architecture scores differently under seed 1
+    assert any(r["per_seed"]["0"] != r["per_seed"]["1"] for r in res.values())
+    assert table["random_mean"] == res["random-1"]["test_accuracy"]
+    assert "alt: - random mean" in out and "seed 1" in out
+    # re-running reuses every finished retrain: the same figures
+    assert main(base + ["--arc", f"alt={files['b']}", "--seeds", "0,1", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["results"] == res
+    # bad input: one line, exit 2
+    deep = tmp_path / "deep.json"
+    deep.write_text(json.dumps({"architecture": arc_to_dict(np.zeros(4, np.int32), np.zeros((4, 4), np.int32))}))
+    assert main(base + ["--arc", f"deep={deep}"]) == 2
+    assert main(base + ["--arc", f"conv_stack={files['b']}"]) == 2
+    assert main(base + ["--arc", str(files["b"])]) == 2
+    assert main(base + ["--seeds", "0,x"]) == 2
+    assert main(base + ["--seeds", "1,1"]) == 2
+    err = capsys.readouterr().err
+    assert "4 layers" in err and "taken" in err and "NAME=FILE" in err and "--seeds" in err

@@ -175,17 +175,49 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _parse_seeds(text: str | None, default: int) -> list[int]:
+    if text is None:
+        return [default]
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--seeds takes comma-separated integers (e.g. 0,1,2), got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds takes distinct non-negative integers (e.g. 0,1,2), got {text!r}")
+    return seeds
+
+
+def _read_arc_file(path: str, what: str):
+    from tf_rlnas.algos.enas.controller import arc_from_dict
+
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror} - run the search first") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+    try:
+        return arc_from_dict(data.get("architecture", data) if isinstance(data, dict) else data)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
 def cmd_compare_arcs(args) -> int:
-    """ENAS: retrain the derived architecture, N random ones from the same space and the plain conv
-    stack with the SAME fixed-mode config (budget, seed, data), one run directory each under
-    RUN_DIR/compare/, and tabulate their test accuracies (RUN_DIR/compare/comparison.json is
-    rewritten after every finished retrain; re-running resumes the unfinished ones)."""
+    """ENAS: retrain the derived architecture (and any --arc NAME=FILE), N random ones from the same
+    space and the plain conv stack with the SAME fixed-mode config (budget, data), once per retrain
+    seed (--seeds, default the config's run.seed), one run directory each under RUN_DIR/compare/
+    (NAME for the config's seed, NAME-seedS for the others), and tabulate their test accuracies:
+    per seed, the mean and standard deviation over seeds, the random mean and the gaps
+    (RUN_DIR/compare/comparison.json is rewritten after every finished retrain; re-running resumes
+    the unfinished ones and reuses the finished, so seeds can be added later)."""
     import dataclasses
+    import re
 
     import numpy as np
 
     _import_tf_quietly()  # the controller module imports TensorFlow
-    from tf_rlnas.algos.enas.controller import arc_from_dict, arc_to_dict
+    from tf_rlnas.algos.enas.controller import arc_to_dict
     from tf_rlnas.core.checkpoint import atomic_write_text
 
     args.algo = "enas"
@@ -195,52 +227,77 @@ def cmd_compare_arcs(args) -> int:
                         "(e.g. --config fashion_mnist_fixed) whose fixed.arc_file is the derived architecture")
     if args.random < 0:
         raise UserError("--random must be >= 0")
+    seeds = _parse_seeds(args.seeds, cfg.run.seed)
     derived = cfg.fixed.arc_file
-    try:
-        with open(derived) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise UserError(f"cannot read the derived architecture {derived}: {e.strerror} - run the search first") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{derived} is not valid JSON: {e.msg} (line {e.lineno})") from None
-    num_layers = len(arc_from_dict(data.get("architecture", data) if isinstance(data, dict) else data)[0])
+    num_layers = len(_read_arc_file(derived, "the derived architecture")[0])
+    derived_rows = [("derived", derived)]
+    for spec in args.arc:
+        name, sep, path = spec.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.]+", name) or not path:
+            raise UserError(f"--arc takes NAME=FILE (NAME of letters, digits, '_' or '.'), got {spec!r}")
+        if name in ("derived", "conv_stack") or name.startswith("random-") or name in dict(derived_rows):
+            raise UserError(f"--arc name {name!r} is taken: choose another")
+        n = len(_read_arc_file(path, f"architecture {name!r}")[0])
+        if n != num_layers:
+            raise UserError(f"--arc {name}: {path} has {n} layers, the derived architecture {num_layers}: "
+                            "a comparison needs one network depth")
+        derived_rows.append((name, path))
     child = dataclasses.replace(cfg.child, num_layers=num_layers)
-    candidates = [("derived", derived)] + [(f"random-{i}", f"random:{i}") for i in range(1, args.random + 1)]
+    candidates = derived_rows + [(f"random-{i}", f"random:{i}") for i in range(1, args.random + 1)]
     candidates.append(("conv_stack", "conv_stack"))
     out_dir = os.path.join(run_dir, "compare")
     rundir.ensure_writable(out_dir)
-    _import_tf_quietly()
     table_path = os.path.join(out_dir, "comparison.json")
-    results = {}
-    for name, arc in candidates:
-        c = dataclasses.replace(cfg, child=child, fixed=dataclasses.replace(cfg.fixed, arc_file=arc))
-        rd = os.path.join(out_dir, name)
-        rundir.check_run_dir(rd, algo, c, schema)  # a changed network or seed: one line, not a restore error
-        rundir.ensure_writable(rd)
-        rundir.write_config(rd, algo, c)
-        print(f"retraining {name} ({arc}) in {rd}", flush=True)
-        trainer = registry.get(algo).load("trainer")(c, rd)
-        summary = trainer.fit(progress=False if args.no_progress else None)
-        results[name] = {"arc_file": arc, "test_accuracy": summary["final_eval"]["fixed/test_accuracy"],
-                         "architecture": arc_to_dict(*trainer.arc)}
-        randoms = [r["test_accuracy"] for k, r in results.items() if k.startswith("random-")]
-        table = {"config": {"epochs": cfg.child.epochs, "seed": cfg.run.seed, "dataset": cfg.data.dataset,
-                            "num_layers": num_layers}, "results": results,
+    results = {name: {"arc_file": arc, "per_seed": {}} for name, arc in candidates}
+
+    def stats():
+        for r in results.values():
+            accs = list(r["per_seed"].values())
+            r["test_accuracy"] = float(np.mean(accs)) if accs else None  # mean over the finished seeds
+            r["std"] = float(np.std(accs, ddof=1)) if len(accs) > 1 else None
+        randoms = [r["test_accuracy"] for k, r in results.items()
+                   if k.startswith("random-") and r["test_accuracy"] is not None]
+        table = {"config": {"epochs": cfg.child.epochs, "seeds": seeds, "dataset": cfg.data.dataset,
+                            "num_layers": num_layers},
+                 "results": {k: r for k, r in results.items() if r["per_seed"]},
                  "random_mean": float(np.mean(randoms)) if randoms else None,
                  "random_best": float(np.max(randoms)) if randoms else None}
-        atomic_write_text(table_path, json.dumps(table, indent=2))
+        return table
+
+    for seed in seeds:  # seed-major: the first seed's complete table comes first
+        for name, arc in candidates:
+            c = dataclasses.replace(cfg, child=child, fixed=dataclasses.replace(cfg.fixed, arc_file=arc),
+                                    run=dataclasses.replace(cfg.run, seed=seed))
+            rd = os.path.join(out_dir, name if seed == cfg.run.seed else f"{name}-seed{seed}")
+            rundir.check_run_dir(rd, algo, c, schema)  # a changed network or seed: one line, not a restore error
+            rundir.ensure_writable(rd)
+            rundir.write_config(rd, algo, c)
+            print(f"retraining {name} ({arc}), seed {seed}, in {rd}", flush=True)
+            trainer = registry.get(algo).load("trainer")(c, rd)
+            summary = trainer.fit(progress=False if args.no_progress else None)
+            results[name]["per_seed"][str(seed)] = summary["final_eval"]["fixed/test_accuracy"]
+            results[name]["architecture"] = arc_to_dict(*trainer.arc)
+            table = stats()
+            atomic_write_text(table_path, json.dumps(table, indent=2))
     if args.json:
         print(json.dumps(table))
         return 0
-    print(f"\nfixed-mode retrain, same budget and seed ({cfg.data.dataset}, {cfg.child.epochs} epochs, "
-          f"seed {cfg.run.seed}, {num_layers} layers) -> {table_path}")
-    print(f"  {'architecture':<12s} test accuracy")
+    print(f"\nfixed-mode retrain, same budget, seeds {','.join(map(str, seeds))} ({cfg.data.dataset}, "
+          f"{cfg.child.epochs} epochs, {num_layers} layers) -> {table_path}")
+    w = max(12, *(len(k) for k in results))
+    multi = len(seeds) > 1
+    head = "".join(f"  seed {s:<3d}" for s in seeds) + ("      mean    std" if multi else "")
+    print(f"  {'architecture':<{w}s}{head if multi else '  test accuracy'}")
     for name, r in results.items():
-        print(f"  {name:<12s} {r['test_accuracy']:.4f}")
+        row = "".join(f"  {r['per_seed'][str(s)]:8.4f}" for s in seeds)
+        print(f"  {name:<{w}s}{row}" + (f"  {r['test_accuracy']:8.4f} {r['std']:6.4f}" if multi else ""))
     if table["random_mean"] is not None:
-        d = results["derived"]["test_accuracy"]
-        print(f"  {'random mean':<12s} {table['random_mean']:.4f}   (derived - random mean {d - table['random_mean']:+.4f}, "
-              f"derived - best random {d - table['random_best']:+.4f})")
+        print(f"  random mean {table['random_mean']:.4f}, best random {table['random_best']:.4f}"
+              + (" (over the seed means)" if multi else ""))
+        for name, _ in derived_rows:
+            d = results[name]["test_accuracy"]
+            print(f"  {name}: - random mean {d - table['random_mean']:+.4f}, - best random "
+                  f"{d - table['random_best']:+.4f}, - conv stack {d - results['conv_stack']['test_accuracy']:+.4f}")
     return 0
 
 
@@ -389,11 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
     ca = sub.add_parser("compare-arcs", help="ENAS: retrain the derived architecture beside random ones and a "
                                              "plain conv stack (same budget and seed) and tabulate test accuracy",
                         description=cmd_compare_arcs.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                        epilog="example:\n  tf_rlnas compare-arcs --config fashion_mnist_fixed --random 3")
+                        epilog="example:\n  tf_rlnas compare-arcs --config fashion_mnist_fixed --random 3 --seeds 0,1,2")
     ca.add_argument("--config", action="append", default=[], metavar="FILE", help="a fixed-mode ENAS config")
     ca.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ca.add_argument("--run-dir", default=None, metavar="DIR", help="default: run.root/run.name of the config")
     ca.add_argument("--random", type=int, default=3, help="random architectures (default 3)")
+    ca.add_argument("--arc", action="append", default=[], metavar="NAME=FILE",
+                    help="another architecture.json to retrain beside the derived one (e.g. another search "
+                         "seed's; repeatable)")
+    ca.add_argument("--seeds", default=None, metavar="S,S,...",
+                    help="retrain seeds (default: the config's run.seed); the table gives each seed, the mean "
+                         "and std: the retrain's seed noise is often the size of the gaps being measured")
     ca.add_argument("--json", action="store_true", help="print the table as JSON")
     ca.add_argument("--no-progress", action="store_true")
     ca.set_defaults(fn=cmd_compare_arcs)
