@@ -7,10 +7,11 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from scipy import stats
 
-from tf_rlnas.algos.enas.controller import (NUM_BRANCHES, Controller, arc_to_dict, conv_stack_arc, random_arc,
-                                            special_arc)
-from tf_rlnas.cli import main
+from tf_rlnas.algos.enas.controller import (NUM_BRANCHES, Controller, arc_from_dict, arc_to_dict, conv_stack_arc,
+                                            random_arc, special_arc)
+from tf_rlnas.cli import _load_run, main
 
 
 def test_random_arcs_match_the_untrained_controller_distribution():
@@ -102,6 +103,26 @@ def test_compare_arcs_over_retrain_seeds_with_extra_architectures(tmp_path, caps
     assert main(base + ["--arc", f"alt={files['b']}", "--seeds", "0,1", "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["results"] == res
+    # the search's shared weights score the same architectures: the rank agreement is scipy's on the table
+    srun = str(tmp_path / "search")
+    assert main(["train", "enas", "--config", "smoke", "--set", "child.num_layers=3", "--set", "child.epochs=1",
+                 "--run-dir", srun, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--arc", f"alt={files['b']}", "--seeds", "0,1", "--score-with", srun]) == 0
+    out = capsys.readouterr().out
+    sw = json.load(open(os.path.join(run, "compare", "comparison.json")))["shared_weights"]
+    _, _, st = _load_run(srun)
+    for name in res:
+        b, s = arc_from_dict(res[name]["architecture"])
+        assert sw["valid_accuracy"][name] == st.evaluate_arc(st.splits.valid(), b, s)
+    assert sw["epoch"] == 1 and sw["architectures"] == 4
+    shared = [sw["valid_accuracy"][n] for n in res]
+    retrained = [res[n]["test_accuracy"] for n in res]
+    tau = stats.kendalltau(shared, retrained).statistic
+    assert (sw["kendall_tau"] is None and np.isnan(tau)) or np.isclose(sw["kendall_tau"], tau)
+    assert "Kendall tau" in out and "shared-weight valid" in out
+    assert main(base + ["--score-with", os.path.join(run, "compare", "derived")]) == 2  # a fixed run
+    assert main(base + ["--score-with", str(tmp_path / "nowhere")]) == 2
     # bad input: one line, exit 2
     deep = tmp_path / "deep.json"
     deep.write_text(json.dumps({"architecture": arc_to_dict(np.zeros(4, np.int32), np.zeros((4, 4), np.int32))}))
@@ -112,3 +133,4 @@ def test_compare_arcs_over_retrain_seeds_with_extra_architectures(tmp_path, caps
     assert main(base + ["--seeds", "1,1"]) == 2
     err = capsys.readouterr().err
     assert "4 layers" in err and "taken" in err and "NAME=FILE" in err and "--seeds" in err
+    assert "needs an ENAS search run" in err and "not a tf_rlnas run directory" in err

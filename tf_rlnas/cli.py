@@ -242,6 +242,8 @@ def cmd_compare_arcs(args) -> int:
             raise UserError(f"--arc {name}: {path} has {n} layers, the derived architecture {num_layers}: "
                             "a comparison needs one network depth")
         derived_rows.append((name, path))
+    if args.score_with is not None:
+        _check_search_run(args.score_with, num_layers)
     child = dataclasses.replace(cfg.child, num_layers=num_layers)
     candidates = derived_rows + [(f"random-{i}", f"random:{i}") for i in range(1, args.random + 1)]
     candidates.append(("conv_stack", "conv_stack"))
@@ -279,6 +281,9 @@ def cmd_compare_arcs(args) -> int:
             results[name]["architecture"] = arc_to_dict(*trainer.arc)
             table = stats()
             atomic_write_text(table_path, json.dumps(table, indent=2))
+    shared = table["shared_weights"] = _shared_weight_scores(args.score_with, table) if args.score_with else None
+    if shared is not None:
+        atomic_write_text(table_path, json.dumps(table, indent=2))
     if args.json:
         print(json.dumps(table))
         return 0
@@ -287,10 +292,12 @@ def cmd_compare_arcs(args) -> int:
     w = max(12, *(len(k) for k in results))
     multi = len(seeds) > 1
     head = "".join(f"  seed {s:<3d}" for s in seeds) + ("      mean    std" if multi else "")
-    print(f"  {'architecture':<{w}s}{head if multi else '  test accuracy'}")
+    print(f"  {'architecture':<{w}s}{head if multi else '  test accuracy'}"
+          + ("  shared-weight valid" if shared else ""))
     for name, r in results.items():
         row = "".join(f"  {r['per_seed'][str(s)]:8.4f}" for s in seeds)
-        print(f"  {name:<{w}s}{row}" + (f"  {r['test_accuracy']:8.4f} {r['std']:6.4f}" if multi else ""))
+        print(f"  {name:<{w}s}{row}" + (f"  {r['test_accuracy']:8.4f} {r['std']:6.4f}" if multi else "")
+              + (f"  {shared['valid_accuracy'][name]:8.4f}" if shared else ""))
     if table["random_mean"] is not None:
         print(f"  random mean {table['random_mean']:.4f}, best random {table['random_best']:.4f}"
               + (" (over the seed means)" if multi else ""))
@@ -298,7 +305,60 @@ def cmd_compare_arcs(args) -> int:
             d = results[name]["test_accuracy"]
             print(f"  {name}: - random mean {d - table['random_mean']:+.4f}, - best random "
                   f"{d - table['random_best']:+.4f}, - conv stack {d - results['conv_stack']['test_accuracy']:+.4f}")
+    if shared:
+        f = lambda v: "n/a" if v is None else f"{v:+.3f}"  # noqa: E731
+        print(f"  shared weights of {args.score_with} (epoch {shared['epoch']}, score_bn {shared['score_bn']}) "
+              f"vs retrained test accuracy over {shared['architectures']} architectures: Kendall tau "
+              f"{f(shared['kendall_tau'])}, Spearman rho {f(shared['spearman_rho'])} (near 0: the search's "
+              f"reward does not rank architectures as retraining does)")
     return 0
+
+
+def _check_search_run(run_dir: str, num_layers: int) -> None:
+    """--score-with must name a finished-or-running ENAS search with the comparison's depth."""
+    saved = rundir.saved_config(run_dir) if os.path.isdir(run_dir) else None
+    if saved is None:
+        raise UserError(f"--score-with {run_dir}: not a tf_rlnas run directory")
+    algo, data = saved
+    if algo != "enas" or data.get("mode", "search") != "search":
+        raise UserError(f"--score-with {run_dir}: needs an ENAS search run (mode: search), got {algo} "
+                        f"mode {data.get('mode')}")
+    depth = (data.get("child") or {}).get("num_layers")
+    if depth != num_layers:
+        raise UserError(f"--score-with {run_dir}: its network has {depth} layers, the compared "
+                        f"architectures {num_layers}")
+    if not rundir.has_checkpoint(run_dir):
+        raise UserError(f"--score-with {run_dir} has no checkpoint yet (train it first)")
+
+
+def _shared_weight_scores(run_dir: str, table: dict) -> dict:
+    """Each compared architecture's validation accuracy with the search run's latest shared weights
+    (scored as that search scores its samples: its score_bn), and the rank agreement (Kendall tau,
+    Spearman rho) with the retrained test accuracies: does the reward the controller learns from
+    order architectures as retraining them does?"""
+    import warnings
+
+    import numpy as np
+    from scipy import stats
+
+    from tf_rlnas.algos.enas.controller import arc_from_dict
+
+    _, scfg, st = _load_run(run_dir)
+    names = list(table["results"])
+    scores = {n: st.evaluate_arc(st.splits.valid(), *arc_from_dict(table["results"][n]["architecture"]))
+              for n in names}
+    a = [scores[n] for n in names]
+    r = [table["results"][n]["test_accuracy"] for n in names]
+
+    def finite(v):
+        return float(v) if np.isfinite(v) else None  # constant input: undefined
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on constant input (the result is nan: reported as None)
+        tau, rho = stats.kendalltau(a, r).statistic, stats.spearmanr(a, r).statistic
+    return {"run": run_dir, "epoch": int(st.iteration.numpy()), "score_bn": scfg.search.score_bn,
+            "valid_accuracy": scores, "architectures": len(names),
+            "kendall_tau": finite(tau) if len(names) > 1 else None,
+            "spearman_rho": finite(rho) if len(names) > 1 else None}
 
 
 def _record_videos(args) -> int:
@@ -457,6 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--seeds", default=None, metavar="S,S,...",
                     help="retrain seeds (default: the config's run.seed); the table gives each seed, the mean "
                          "and std: the retrain's seed noise is often the size of the gaps being measured")
+    ca.add_argument("--score-with", default=None, metavar="SEARCH_RUN",
+                    help="also score every compared architecture with this ENAS search run's shared weights "
+                         "(validation accuracy, as the controller's reward sees it) and report the rank "
+                         "agreement with the retrained accuracies (Kendall tau, Spearman rho)")
     ca.add_argument("--json", action="store_true", help="print the table as JSON")
     ca.add_argument("--no-progress", action="store_true")
     ca.set_defaults(fn=cmd_compare_arcs)
