@@ -101,8 +101,10 @@ def test_compare_arcs_over_retrain_seeds_with_extra_architectures(tmp_path, caps
     assert "alt: - random mean" in out and "seed 1" in out
     # re-running reuses every finished retrain: the same figures
     assert main(base + ["--arc", f"alt={files['b']}", "--seeds", "0,1", "--json"]) == 0
-    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out
+    again = json.loads(out.strip().splitlines()[-1])
     assert again["results"] == res
+    assert "reusing derived, seed 1: finished" in out and "retraining" not in out
     # the search's shared weights score the same architectures: the rank agreement is scipy's on the table
     srun = str(tmp_path / "search")
     assert main(["train", "enas", "--config", "smoke", "--set", "child.num_layers=3", "--set", "child.epochs=1",

@@ -217,7 +217,7 @@ def cmd_compare_arcs(args) -> int:
     import numpy as np
 
     _import_tf_quietly()  # the controller module imports TensorFlow
-    from tf_rlnas.algos.enas.controller import arc_to_dict
+    from tf_rlnas.algos.enas.controller import arc_to_dict, special_arc
     from tf_rlnas.core.checkpoint import atomic_write_text
 
     args.algo = "enas"
@@ -229,7 +229,8 @@ def cmd_compare_arcs(args) -> int:
         raise UserError("--random must be >= 0")
     seeds = _parse_seeds(args.seeds, cfg.run.seed)
     derived = cfg.fixed.arc_file
-    num_layers = len(_read_arc_file(derived, "the derived architecture")[0])
+    arcs = {"derived": _read_arc_file(derived, "the derived architecture")}
+    num_layers = len(arcs["derived"][0])
     derived_rows = [("derived", derived)]
     for spec in args.arc:
         name, sep, path = spec.partition("=")
@@ -237,7 +238,8 @@ def cmd_compare_arcs(args) -> int:
             raise UserError(f"--arc takes NAME=FILE (NAME of letters, digits, '_' or '.'), got {spec!r}")
         if name in ("derived", "conv_stack") or name.startswith("random-") or name in dict(derived_rows):
             raise UserError(f"--arc name {name!r} is taken: choose another")
-        n = len(_read_arc_file(path, f"architecture {name!r}")[0])
+        arcs[name] = _read_arc_file(path, f"architecture {name!r}")
+        n = len(arcs[name][0])
         if n != num_layers:
             raise UserError(f"--arc {name}: {path} has {n} layers, the derived architecture {num_layers}: "
                             "a comparison needs one network depth")
@@ -247,6 +249,7 @@ def cmd_compare_arcs(args) -> int:
     child = dataclasses.replace(cfg.child, num_layers=num_layers)
     candidates = derived_rows + [(f"random-{i}", f"random:{i}") for i in range(1, args.random + 1)]
     candidates.append(("conv_stack", "conv_stack"))
+    arcs.update({name: special_arc(arc, num_layers) for name, arc in candidates[len(derived_rows):]})
     out_dir = os.path.join(run_dir, "compare")
     rundir.ensure_writable(out_dir)
     table_path = os.path.join(out_dir, "comparison.json")
@@ -272,13 +275,18 @@ def cmd_compare_arcs(args) -> int:
                                     run=dataclasses.replace(cfg.run, seed=seed))
             rd = os.path.join(out_dir, name if seed == cfg.run.seed else f"{name}-seed{seed}")
             rundir.check_run_dir(rd, algo, c, schema)  # a changed network or seed: one line, not a restore error
-            rundir.ensure_writable(rd)
-            rundir.write_config(rd, algo, c)
-            print(f"retraining {name} ({arc}), seed {seed}, in {rd}", flush=True)
-            trainer = registry.get(algo).load("trainer")(c, rd)
-            summary = trainer.fit(progress=False if args.no_progress else None)
+            summary = _finished_retrain(rd, c.child.epochs)
+            if summary is not None:  # its figures, without rebuilding the data and network
+                print(f"reusing {name}, seed {seed}: finished in {rd}", flush=True)
+                results[name]["architecture"] = arc_to_dict(*arcs[name])
+            else:
+                rundir.ensure_writable(rd)
+                rundir.write_config(rd, algo, c)
+                print(f"retraining {name} ({arc}), seed {seed}, in {rd}", flush=True)
+                trainer = registry.get(algo).load("trainer")(c, rd)
+                summary = trainer.fit(progress=False if args.no_progress else None)
+                results[name]["architecture"] = arc_to_dict(*trainer.arc)
             results[name]["per_seed"][str(seed)] = summary["final_eval"]["fixed/test_accuracy"]
-            results[name]["architecture"] = arc_to_dict(*trainer.arc)
             table = stats()
             atomic_write_text(table_path, json.dumps(table, indent=2))
     shared = table["shared_weights"] = _shared_weight_scores(args.score_with, table) if args.score_with else None
@@ -312,6 +320,18 @@ def cmd_compare_arcs(args) -> int:
               f"{f(shared['kendall_tau'])}, Spearman rho {f(shared['spearman_rho'])} (near 0: the search's "
               f"reward does not rank architectures as retraining does)")
     return 0
+
+
+def _finished_retrain(run_dir: str, epochs: int) -> dict | None:
+    """The summary of a retrain that finished ``epochs`` (the trainer writes summary.json only at the
+    end of a completed run; a resume killed on the way leaves the older, shorter one), else None."""
+    try:
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            summary = json.load(f)
+        done = int(summary["iterations"]) >= epochs and rundir.has_checkpoint(run_dir)
+        return summary if done and "fixed/test_accuracy" in summary["final_eval"] else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or unreadable: (re)train or resume it
 
 
 def _check_search_run(run_dir: str, num_layers: int) -> None:
