@@ -123,6 +123,13 @@ def test_compare_arcs_over_retrain_seeds_with_extra_architectures(tmp_path, caps
     tau = stats.kendalltau(shared, retrained).statistic
     assert (sw["kendall_tau"] is None and np.isnan(tau)) or np.isclose(sw["kendall_tau"], tau)
     assert "Kendall tau" in out and "shared-weight valid" in out
+    # the same weights scored with each batch's BN statistics instead of the shared moving ones
+    assert main(base + ["--arc", f"alt={files['b']}", "--seeds", "0,1", "--score-with", srun,
+                        "--score-bn", "batch"]) == 0
+    sw_b = json.load(open(os.path.join(run, "compare", "comparison.json")))["shared_weights"]
+    assert sw["score_bn"] == "moving" and sw_b["score_bn"] == "batch" and sw_b["epoch"] == 1
+    assert any(sw_b["valid_accuracy"][n] != sw["valid_accuracy"][n] for n in res)
+    assert main(base + ["--score-bn", "batch"]) == 2  # needs --score-with
     assert main(base + ["--score-with", os.path.join(run, "compare", "derived")]) == 2  # a fixed run
     assert main(base + ["--score-with", str(tmp_path / "nowhere")]) == 2
     # bad input: one line, exit 2
@@ -135,4 +142,4 @@ def test_compare_arcs_over_retrain_seeds_with_extra_architectures(tmp_path, caps
     assert main(base + ["--seeds", "1,1"]) == 2
     err = capsys.readouterr().err
     assert "4 layers" in err and "taken" in err and "NAME=FILE" in err and "--seeds" in err
-    assert "needs an ENAS search run" in err and "not a tf_rlnas run directory" in err
+    assert "needs an ENAS search run" in err and "not a tf_rlnas run directory" in err and "--score-bn goes" in err

@@ -246,6 +246,8 @@ def cmd_compare_arcs(args) -> int:
         derived_rows.append((name, path))
     if args.score_with is not None:
         _check_search_run(args.score_with, num_layers)
+    elif args.score_bn is not None:
+        raise UserError("--score-bn goes with --score-with SEARCH_RUN")
     child = dataclasses.replace(cfg.child, num_layers=num_layers)
     candidates = derived_rows + [(f"random-{i}", f"random:{i}") for i in range(1, args.random + 1)]
     candidates.append(("conv_stack", "conv_stack"))
@@ -289,7 +291,7 @@ def cmd_compare_arcs(args) -> int:
             results[name]["per_seed"][str(seed)] = summary["final_eval"]["fixed/test_accuracy"]
             table = stats()
             atomic_write_text(table_path, json.dumps(table, indent=2))
-    shared = table["shared_weights"] = _shared_weight_scores(args.score_with, table) if args.score_with else None
+    shared = table["shared_weights"] = _shared_weight_scores(args.score_with, table, args.score_bn) if args.score_with else None
     if shared is not None:
         atomic_write_text(table_path, json.dumps(table, indent=2))
     if args.json:
@@ -351,11 +353,12 @@ def _check_search_run(run_dir: str, num_layers: int) -> None:
         raise UserError(f"--score-with {run_dir} has no checkpoint yet (train it first)")
 
 
-def _shared_weight_scores(run_dir: str, table: dict) -> dict:
+def _shared_weight_scores(run_dir: str, table: dict, score_bn: str | None = None) -> dict:
     """Each compared architecture's validation accuracy with the search run's latest shared weights
-    (scored as that search scores its samples: its score_bn), and the rank agreement (Kendall tau,
+    (scored as that search scores its samples: its score_bn, unless ``score_bn``), and the rank agreement (Kendall tau,
     Spearman rho) with the retrained test accuracies: does the reward the controller learns from
     order architectures as retraining them does?"""
+    import dataclasses
     import warnings
 
     import numpy as np
@@ -363,7 +366,12 @@ def _shared_weight_scores(run_dir: str, table: dict) -> dict:
 
     from tf_rlnas.algos.enas.controller import arc_from_dict
 
-    _, scfg, st = _load_run(run_dir)
+    saved = rundir.saved_config(run_dir)
+    scfg = C.from_dict(registry.get("enas").load("config"), saved[1])
+    if score_bn is not None:  # score as another search would: the weights are the run's either way
+        scfg = dataclasses.replace(scfg, search=dataclasses.replace(scfg.search, score_bn=score_bn))
+    st = registry.get("enas").load("trainer")(scfg, run_dir)
+    st.restore()
     names = list(table["results"])
     scores = {n: st.evaluate_arc(st.splits.valid(), *arc_from_dict(table["results"][n]["architecture"]))
               for n in names}
@@ -541,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also score every compared architecture with this ENAS search run's shared weights "
                          "(validation accuracy, as the controller's reward sees it) and report the rank "
                          "agreement with the retrained accuracies (Kendall tau, Spearman rho)")
+    ca.add_argument("--score-bn", default=None, choices=["moving", "batch"],
+                    help="with --score-with: score with this BN mode instead of the search's search.score_bn "
+                         "(moving statistics shared by every architecture, or each batch's own)")
     ca.add_argument("--json", action="store_true", help="print the table as JSON")
     ca.add_argument("--no-progress", action="store_true")
     ca.set_defaults(fn=cmd_compare_arcs)
