@@ -538,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--config", action="append", default=[], metavar="FILE", help="a fixed-mode ENAS config")
     ca.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ca.add_argument("--run-dir", default=None, metavar="DIR", help="default: run.root/run.name of the config")
-    ca.add_argument("--random", type=int, default=3, help="random architectures (default 3)")
+    ca.add_argument("--random", type=int, default=3, metavar="N", help="random architectures random:1..N (default 3)")
     ca.add_argument("--arc", action="append", default=[], metavar="NAME=FILE",
                     help="another architecture.json to retrain beside the derived one (e.g. another search "
                          "seed's; repeatable)")
