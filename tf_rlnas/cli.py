@@ -319,8 +319,8 @@ def cmd_compare_arcs(args) -> int:
         f = lambda v: "n/a" if v is None else f"{v:+.3f}"  # noqa: E731
         print(f"  shared weights of {args.score_with} (epoch {shared['epoch']}, score_bn {shared['score_bn']}) "
               f"vs retrained test accuracy over {shared['architectures']} architectures: Kendall tau "
-              f"{f(shared['kendall_tau'])}, Spearman rho {f(shared['spearman_rho'])} (near 0: the search's "
-              f"reward does not rank architectures as retraining does)")
+              f"{f(shared['kendall_tau'])}, Spearman rho {f(shared['spearman_rho'])} (1: the same order, 0: "
+              f"unrelated)")
     return 0
 
 
