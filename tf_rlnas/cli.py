@@ -121,8 +121,9 @@ def _resolve_train_config(args, check_run_dir: bool = True) -> tuple[str, object
     return algo, cfg, schema, run_dir, resumes
 
 
-def _load_run(run_dir: str):
-    """(algo, cfg, trainer) for an existing run directory, restored from its latest checkpoint."""
+def _load_run(run_dir: str, adjust=None):
+    """(algo, cfg, trainer) for an existing run directory, restored from its latest checkpoint
+    (``adjust(cfg) -> cfg``: a change that leaves the checkpoint's content alone, e.g. how it is scored)."""
     if not os.path.isdir(run_dir):
         raise UserError(f"run directory not found: {run_dir}")
     saved = rundir.saved_config(run_dir)
@@ -131,6 +132,8 @@ def _load_run(run_dir: str):
     algo, data = saved
     spec = registry.get(algo)
     cfg = C.from_dict(spec.load("config"), data)
+    if adjust is not None:
+        cfg = adjust(cfg)
     if not rundir.has_checkpoint(run_dir):
         raise UserError(f"{run_dir} has no checkpoint yet (train it first)")
     _import_tf_quietly()
@@ -187,22 +190,6 @@ def _parse_seeds(text: str | None, default: int) -> list[int]:
     return seeds
 
 
-def _read_arc_file(path: str, what: str):
-    from tf_rlnas.algos.enas.controller import arc_from_dict
-
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise UserError(f"cannot read {what} {path}: {e.strerror} - run the search first") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
-    try:
-        return arc_from_dict(data.get("architecture", data) if isinstance(data, dict) else data)
-    except UserError as e:
-        raise UserError(f"{path}: {e}") from None
-
-
 def cmd_compare_arcs(args) -> int:
     """ENAS: retrain the derived architecture (and any --arc NAME=FILE), N random ones from the same
     space and the plain conv stack with the SAME fixed-mode config (budget, data), once per retrain
@@ -217,7 +204,7 @@ def cmd_compare_arcs(args) -> int:
     import numpy as np
 
     _import_tf_quietly()  # the controller module imports TensorFlow
-    from tf_rlnas.algos.enas.controller import arc_to_dict, special_arc
+    from tf_rlnas.algos.enas.controller import arc_to_dict, read_arc_file, special_arc
     from tf_rlnas.core.checkpoint import atomic_write_text
 
     args.algo = "enas"
@@ -229,7 +216,7 @@ def cmd_compare_arcs(args) -> int:
         raise UserError("--random must be >= 0")
     seeds = _parse_seeds(args.seeds, cfg.run.seed)
     derived = cfg.fixed.arc_file
-    arcs = {"derived": _read_arc_file(derived, "the derived architecture")}
+    arcs = {"derived": read_arc_file(derived, "the derived architecture")}
     num_layers = len(arcs["derived"][0])
     derived_rows = [("derived", derived)]
     for spec in args.arc:
@@ -238,7 +225,7 @@ def cmd_compare_arcs(args) -> int:
             raise UserError(f"--arc takes NAME=FILE (NAME of letters, digits, '_' or '.'), got {spec!r}")
         if name in ("derived", "conv_stack") or name.startswith("random-") or name in dict(derived_rows):
             raise UserError(f"--arc name {name!r} is taken: choose another")
-        arcs[name] = _read_arc_file(path, f"architecture {name!r}")
+        arcs[name] = read_arc_file(path, f"architecture {name!r}")
         n = len(arcs[name][0])
         if n != num_layers:
             raise UserError(f"--arc {name}: {path} has {n} layers, the derived architecture {num_layers}: "
@@ -291,8 +278,9 @@ def cmd_compare_arcs(args) -> int:
             results[name]["per_seed"][str(seed)] = summary["final_eval"]["fixed/test_accuracy"]
             table = stats()
             atomic_write_text(table_path, json.dumps(table, indent=2))
-    shared = table["shared_weights"] = _shared_weight_scores(args.score_with, table, args.score_bn) if args.score_with else None
-    if shared is not None:
+    shared = None
+    if args.score_with is not None:
+        shared = table["shared_weights"] = _shared_weight_scores(args.score_with, table, args.score_bn)
         atomic_write_text(table_path, json.dumps(table, indent=2))
     if args.json:
         print(json.dumps(table))
@@ -355,9 +343,9 @@ def _check_search_run(run_dir: str, num_layers: int) -> None:
 
 def _shared_weight_scores(run_dir: str, table: dict, score_bn: str | None = None) -> dict:
     """Each compared architecture's validation accuracy with the search run's latest shared weights
-    (scored as that search scores its samples: its score_bn, unless ``score_bn``), and the rank agreement (Kendall tau,
-    Spearman rho) with the retrained test accuracies: does the reward the controller learns from
-    order architectures as retraining them does?"""
+    (scored as that search scores its samples: its score_bn, unless ``score_bn``), and the rank
+    agreement (Kendall tau, Spearman rho) with the retrained test accuracies: does the reward the
+    controller learns from order architectures as retraining them does?"""
     import dataclasses
     import warnings
 
@@ -366,12 +354,9 @@ def _shared_weight_scores(run_dir: str, table: dict, score_bn: str | None = None
 
     from tf_rlnas.algos.enas.controller import arc_from_dict
 
-    saved = rundir.saved_config(run_dir)
-    scfg = C.from_dict(registry.get("enas").load("config"), saved[1])
-    if score_bn is not None:  # score as another search would: the weights are the run's either way
-        scfg = dataclasses.replace(scfg, search=dataclasses.replace(scfg.search, score_bn=score_bn))
-    st = registry.get("enas").load("trainer")(scfg, run_dir)
-    st.restore()
+    def rescore(cfg):  # score as another search would: the weights are the run's either way
+        return dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, score_bn=score_bn))
+    _, scfg, st = _load_run(run_dir, rescore if score_bn is not None else None)
     names = list(table["results"])
     scores = {n: st.evaluate_arc(st.splits.valid(), *arc_from_dict(table["results"][n]["architecture"]))
               for n in names}
@@ -538,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--config", action="append", default=[], metavar="FILE", help="a fixed-mode ENAS config")
     ca.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ca.add_argument("--run-dir", default=None, metavar="DIR", help="default: run.root/run.name of the config")
-    ca.add_argument("--random", type=int, default=3, metavar="N", help="random architectures random:1..N (default 3)")
+    ca.add_argument("--random", type=int, default=3, metavar="N",
+                    help="random architectures random:1..N (default 3)")
     ca.add_argument("--arc", action="append", default=[], metavar="NAME=FILE",
                     help="another architecture.json to retrain beside the derived one (e.g. another search "
                          "seed's; repeatable)")

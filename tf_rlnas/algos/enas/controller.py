@@ -19,6 +19,7 @@ skip penalty mean_i sum_j KL(Bernoulli(p_ij) || Bernoulli(skip_target)). One cod
 
 from __future__ import annotations
 
+import json
 import math
 
 import keras
@@ -155,6 +156,26 @@ def arc_to_dict(branches, skips) -> dict:
     return {"num_layers": int(len(b)),
             "layers": [{"layer": i, "op": BRANCH_NAMES[int(b[i])], "branch": int(b[i]),
                         "skips": [int(j) for j in np.flatnonzero(s[i, :i])]} for i in range(len(b))]}
+
+
+def read_arc_file(path: str, what: str = "architecture file"):
+    """(branches, skips) from an architecture.json (a search's record or a bare architecture);
+    every failure is one UserError line naming the file."""
+    from tf_rlnas.errors import UserError
+
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        hint = (" - run the search first (e.g. 'tf_rlnas train enas' writes runs/enas/architecture.json) "
+                "or point --set fixed.arc_file=... at one") if isinstance(e, FileNotFoundError) else ""
+        raise UserError(f"cannot read {what} {path}: {e.strerror}{hint}") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+    try:
+        return arc_from_dict(data.get("architecture", data) if isinstance(data, dict) else data)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
 
 
 def arc_from_dict(d: dict):

@@ -193,21 +193,10 @@ class EnasTrainer(Trainer):
         self._build_functions()
 
     def _read_arc(self, path: str):
-        from tf_rlnas.algos.enas.controller import special_arc
+        from tf_rlnas.algos.enas.controller import read_arc_file, special_arc
 
         arc = special_arc(path, self.cfg.child.num_layers)
-        if arc is not None:
-            return arc
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except OSError as e:
-            hint = (" - run the search first (e.g. 'tf_rlnas train enas' writes runs/enas/architecture.json) "
-                    "or point --set fixed.arc_file=... at one") if isinstance(e, FileNotFoundError) else ""
-            raise UserError(f"cannot read architecture file {path}: {e.strerror}{hint}") from None
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
-        return arc_from_dict(data.get("architecture", data) if isinstance(data, dict) else data)
+        return arc if arc is not None else read_arc_file(path)
 
     def _build_functions(self) -> None:
         h, w, ch = self.splits.image_shape
