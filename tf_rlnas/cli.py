@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -461,11 +462,46 @@ def cmd_bench(args) -> int:
         if args.algo not in ("sac", "ace"):
             raise UserError("--compare is only for 'sac' and 'ace' (peers: sb3, sbx)")
         extra = {"compare": tuple(args.compare), "peer_python": args.peer_python}
+    if args.controller_task:
+        if args.algo != "enas":
+            raise UserError("--controller-task is only for 'enas'")
+        from tf_rlnas.algos.enas import controller_task
+        controller_task.run(cfg, updates=args.updates, trials=args.trials, signal=args.signal,
+                            noise=args.noise, skip_share=args.skip_share)
+        return 0
     spec.load("bench")(cfg, seconds=args.seconds, **extra)
     return 0
 
 
 # ---- parser ---------------------------------------------------------------------------------
+
+def _number_type(cast, ok, what: str):
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'")
+        return value
+    return parse
+
+
+_positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
+_positive_float = _number_type(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+_nonnegative_float = _number_type(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
+_fraction = _number_type(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got '{text}'")
+    return values
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tf_rlnas", description="TF2/Keras reinforcement learning and RL-driven "
@@ -552,6 +588,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "(never a dependency: install it in a separate venv, see --peer-python)")
     b.add_argument("--peer-python", default=None, metavar="PYTHON",
                    help="the Python that has the peer installed (default: this one)")
+    b.add_argument("--controller-task", action="store_true",
+                   help="enas: instead of throughput, how far the config's controller learns in --updates "
+                        "REINFORCE steps on a synthetic additive reward with a known optimum (seconds per knob)")
+    b.add_argument("--updates", type=_int_list, default=(0, 200, 500, 1000), metavar="N,N,...",
+                   help="--controller-task: measure after these numbers of controller updates "
+                        "(default 0,200,500,1000; a 10-epoch search with 20 steps an epoch makes 200)")
+    b.add_argument("--trials", type=_positive_int, default=3, metavar="K",
+                   help="--controller-task: landscapes (and fresh controllers) to average over (default 3)")
+    b.add_argument("--signal", type=_positive_float, default=0.05,
+                   help="--controller-task: sd of the true score over uniform architectures (default 0.05)")
+    b.add_argument("--noise", type=_nonnegative_float, default=0.03,
+                   help="--controller-task: sd of the noise of one reward (default 0.03: one 256-image batch)")
+    b.add_argument("--skip-share", type=_fraction, default=0.3,
+                   help="--controller-task: share of the true score's variance from the skips (default 0.3)")
     b.set_defaults(fn=cmd_bench)
     return p
 
