@@ -34,12 +34,21 @@ def test_overlays_and_set_precedence(tmp_path):
     assert isinstance(cfg.train.lr, float)
     cfg = C.resolve(ReinforceConfig, [], ["train.lr=1"])  # int widened to float
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    # YAML 1.1 reads an exponent without a dot (3e-3) as a string: a float key takes it as the number,
+    # in a file as on the command line
+    c = write(tmp_path, "c.yaml", {"train": {"lr": "1E-2"}})
+    assert C.resolve(ReinforceConfig, [c], []).train.lr == 0.01
+    assert C.resolve(ReinforceConfig, [], ["train.lr=3e-3"]).train.lr == 0.003
+    assert C.resolve(ReinforceConfig, [], ["train.lr=+.5e1"]).train.lr == 5.0
 
 
 @pytest.mark.parametrize("sets, needle", [
     (["train.nope=1"], "train.nope"),
     (["nope.x=1"], "nope"),
     (["train.lr=abc"], "train.lr"),
+    (["train.lr=3e-x"], "train.lr"),
+    (["train.lr=1e999"], "train.lr"),
+    (["run.name=1e3", "train.updates=1e3"], "train.updates"),  # ints stay strict
     (["train.updates=1.5"], "train.updates"),
     (["train.updates=0"], "train.updates"),
     (["train.gamma=1.5"], "train.gamma"),

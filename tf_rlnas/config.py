@@ -16,7 +16,9 @@ Field options go through :func:`option`: ``min``/``max`` bounds, ``choices``, a 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -131,6 +133,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_YAML11_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against annotation ``tp``; return it (ints widened to float)."""
     origin = get_origin(tp)
@@ -181,6 +186,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()) and math.isfinite(float(value)):
+            return float(value)  # YAML 1.1 reads 3e-3 (no dot) as a string; it means the number
         raise bad
     if tp is str:
         if isinstance(value, str):
