@@ -65,6 +65,8 @@ def test_controller_task_cli(capsys):
     assert "landscape: additive" in out and "      3 " in out
     assert main(["bench", "sac", "--controller-task"]) == 2
     assert "only for 'enas'" in capsys.readouterr().err
+    assert main(["bench", "enas", "--trials", "2"]) == 2  # a task option without the task
+    assert "--trials goes with --controller-task" in capsys.readouterr().err
     for bad in (["--updates", "1,x"], ["--trials", "0"], ["--skip-share", "2"], ["--noise", "-1"]):
         assert main(["bench", "enas", "--controller-task", *bad]) == 2
         assert "error: argument " + bad[0] + ": expected" in capsys.readouterr().err

@@ -462,13 +462,16 @@ def cmd_bench(args) -> int:
         if args.algo not in ("sac", "ace"):
             raise UserError("--compare is only for 'sac' and 'ace' (peers: sb3, sbx)")
         extra = {"compare": tuple(args.compare), "peer_python": args.peer_python}
+    task = {k: v for k, v in (("updates", args.updates), ("trials", args.trials), ("signal", args.signal),
+                              ("noise", args.noise), ("skip_share", args.skip_share)) if v is not None}
     if args.controller_task:
         if args.algo != "enas":
             raise UserError("--controller-task is only for 'enas'")
         from tf_rlnas.algos.enas import controller_task
-        controller_task.run(cfg, updates=args.updates, trials=args.trials, signal=args.signal,
-                            noise=args.noise, skip_share=args.skip_share)
+        controller_task.run(cfg, **task)
         return 0
+    if task:
+        raise UserError(f"--{next(iter(task)).replace('_', '-')} goes with --controller-task")
     spec.load("bench")(cfg, seconds=args.seconds, **extra)
     return 0
 
@@ -591,16 +594,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--controller-task", action="store_true",
                    help="enas: instead of throughput, how far the config's controller learns in --updates "
                         "REINFORCE steps on a synthetic additive reward with a known optimum (seconds per knob)")
-    b.add_argument("--updates", type=_int_list, default=(0, 200, 500, 1000), metavar="N,N,...",
+    b.add_argument("--updates", type=_int_list, default=None, metavar="N,N,...",
                    help="--controller-task: measure after these numbers of controller updates "
                         "(default 0,200,500,1000; a 10-epoch search with 20 steps an epoch makes 200)")
-    b.add_argument("--trials", type=_positive_int, default=3, metavar="K",
+    b.add_argument("--trials", type=_positive_int, default=None, metavar="K",
                    help="--controller-task: landscapes (and fresh controllers) to average over (default 3)")
-    b.add_argument("--signal", type=_positive_float, default=0.05,
+    b.add_argument("--signal", type=_positive_float, default=None,
                    help="--controller-task: sd of the true score over uniform architectures (default 0.05)")
-    b.add_argument("--noise", type=_nonnegative_float, default=0.03,
+    b.add_argument("--noise", type=_nonnegative_float, default=None,
                    help="--controller-task: sd of the noise of one reward (default 0.03: one 256-image batch)")
-    b.add_argument("--skip-share", type=_fraction, default=0.3,
+    b.add_argument("--skip-share", type=_fraction, default=None,
                    help="--controller-task: share of the true score's variance from the skips (default 0.3)")
     b.set_defaults(fn=cmd_bench)
     return p

@@ -19,7 +19,7 @@ step, the EMA or leave-one-out baseline, the skip KL penalty, the gradient clip.
 landscape is the easy case for the controller (no interactions between layers): knobs that do not
 help here will not help in a search.
 
-Reported after each number of updates (mean over trials):
+Reported after each number of updates (mean over trials, and the standard errors of the first two):
   progress   E[true] of the controller's samples as a fraction of the way from the uniform mean
              (0) to the best architecture (1)
   derived    the same for the architecture a search would derive: the best of ``derive_archs``
@@ -141,12 +141,15 @@ def run(cfg, updates=(0, 200, 500, 1000), trials: int = 3, signal: float = 0.05,
     t0 = time.perf_counter()
     per = [run_trial(cfg, t, updates, signal, noise, skip_share) for t in range(trials)]
     rows = []
-    print(f"  {'updates':>7s} {'progress':>9s} {'derived':>8s} {'pctile':>7s} {'op ent':>7s} {'skips':>6s}")
+    print(f"  {'updates':>7s} {'progress':>9s} {'derived':>8s} {'pctile':>7s} {'op ent':>7s} {'skips':>6s}"
+          f"   (standard errors of progress, derived)")
     for i in range(len(per[0])):
         row = {key: float(np.mean([p[i][key] for p in per])) for key in per[0][i]}
-        row["progress_std"] = float(np.std([p[i]["progress"] for p in per]))
+        for key in ("progress", "derived_progress"):  # the standard error of the mean over trials
+            row[key + "_se"] = float(np.std([p[i][key] for p in per], ddof=1) / np.sqrt(trials)) if trials > 1 else 0.0
         rows.append(row)
         print(f"  {int(row['updates']):7d} {row['progress']:9.3f} {row['derived_progress']:8.3f} "
-              f"{row['derived_percentile']:7.2f} {row['op_entropy']:7.2f} {row['skip_rate']:6.2f}")
+              f"{row['derived_percentile']:7.2f} {row['op_entropy']:7.2f} {row['skip_rate']:6.2f}"
+              f"   +-{row['progress_se']:.3f} +-{row['derived_progress_se']:.3f}")
     print(f"  ({time.perf_counter() - t0:.1f} s)")
     return rows
