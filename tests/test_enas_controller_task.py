@@ -70,3 +70,18 @@ def test_controller_task_cli(capsys):
     for bad in (["--updates", "1,x"], ["--trials", "0"], ["--skip-share", "2"], ["--noise", "-1"]):
         assert main(["bench", "enas", "--controller-task", *bad]) == 2
         assert "error: argument " + bad[0] + ": expected" in capsys.readouterr().err
+
+
+def test_a_misranking_reward_derives_worse_architectures():
+    """With no controller updates the derived architecture is the best of derive_archs draws by the
+    reward: at the top of the true ranking for a faithful reward, at its middle for an unrelated one."""
+    cfg = C.resolve(EnasConfig, [], ["search.derive_archs=50", "run.seed=0"])
+
+    def pct(r, trials=8):
+        return np.mean([ct.run_trial(cfg, t, [0], signal=0.05, noise=0.03, reward_corr=r,
+                                     eval_samples=50)[0]["derived_percentile"] for t in range(trials)])
+    faithful, half, unrelated = pct(1.0), pct(0.5), pct(0.0)
+    assert faithful > 95 and 30 < unrelated < 70 and unrelated + 10 < half < faithful - 5, (faithful, half, unrelated)
+    default = ct.run_trial(cfg, 0, [0], signal=0.05, noise=0.03, eval_samples=50)
+    assert default == ct.run_trial(cfg, 0, [0], signal=0.05, noise=0.03, reward_corr=1.0, eval_samples=50)
+    assert default[0]["beats_best_of_3"] == pytest.approx((default[0]["derived_percentile"] / 100) ** 3)

@@ -463,7 +463,8 @@ def cmd_bench(args) -> int:
             raise UserError("--compare is only for 'sac' and 'ace' (peers: sb3, sbx)")
         extra = {"compare": tuple(args.compare), "peer_python": args.peer_python}
     task = {k: v for k, v in (("updates", args.updates), ("trials", args.trials), ("signal", args.signal),
-                              ("noise", args.noise), ("skip_share", args.skip_share)) if v is not None}
+                              ("noise", args.noise), ("skip_share", args.skip_share),
+                              ("reward_corr", args.reward_corr)) if v is not None}
     if args.controller_task:
         if args.algo != "enas":
             raise UserError("--controller-task is only for 'enas'")
@@ -605,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--controller-task: sd of the noise of one reward (default 0.03: one 256-image batch)")
     b.add_argument("--skip-share", type=_fraction, default=None,
                    help="--controller-task: share of the true score's variance from the skips (default 0.3)")
+    b.add_argument("--reward-corr", type=_fraction, default=None, metavar="R",
+                   help="--controller-task: correlation of the reward with the true score (default 1; "
+                        "shared-weight rewards misrank: R < 1 mixes in an independent landscape)")
     b.set_defaults(fn=cmd_bench)
     return p
 
