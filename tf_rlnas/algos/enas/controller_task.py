@@ -116,16 +116,16 @@ def run_trial(cfg, trial: int, checkpoints, signal: float, noise: float, skip_sh
     out, done = [], 0
     for target in sorted(set(int(c) for c in checkpoints)):
         while done < target:
-            arc = sample(k.num_aggregate, tf.constant([seed * 7 + trial, done], tf.int64))
+            arc = sample(k.num_aggregate, tf.constant([seed * 100003 + trial, done], tf.int64))
             b, s = arc["branches"].numpy(), arc["skips"].numpy()
             r = base + seen(b, s) + noise * rng.standard_normal(len(b))
             r = r + k.entropy_weight * arc["entropy"].numpy()
             adv, baseline, has = advantages(r, baseline, has, k.bl_dec, k.baseline)
             update(b, s, adv)
             done += 1
-        ev = sample(eval_samples, tf.constant([seed * 7 + trial, 10 ** 9 + done], tf.int64))
+        ev = sample(eval_samples, tf.constant([seed * 100003 + trial, 10 ** 9 + done], tf.int64))
         true = land.true(ev["branches"].numpy(), ev["skips"].numpy())
-        der = sample(sc.derive_archs, tf.constant([seed * 7 + trial, 2 * 10 ** 9 + done], tf.int64))
+        der = sample(sc.derive_archs, tf.constant([seed * 100003 + trial, 2 * 10 ** 9 + done], tf.int64))
         d_b, d_s = der["branches"].numpy(), der["skips"].numpy()
         d_true = land.true(d_b, d_s)
         d_noisy = seen(d_b, d_s) + noise / np.sqrt(sc.derive_valid_batches) * rng.standard_normal(len(d_true))
