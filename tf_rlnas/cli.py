@@ -594,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Python that has the peer installed (default: this one)")
     b.add_argument("--controller-task", action="store_true",
                    help="enas: instead of throughput, how far the config's controller learns in --updates "
-                        "REINFORCE steps on a synthetic additive reward with a known optimum (seconds per knob)")
+                        "REINFORCE steps on a synthetic additive reward with a known optimum (minutes per knob, not a search)")
     b.add_argument("--updates", type=_int_list, default=None, metavar="N,N,...",
                    help="--controller-task: measure after these numbers of controller updates "
                         "(default 0,200,500,1000; a 10-epoch search with 20 steps an epoch makes 200)")
