@@ -179,15 +179,23 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _int_list_or_none(text: str, distinct: bool = False) -> tuple[list[int] | None, str]:
+    """(comma-separated non-negative integers, or None if the text is not such a list; what was expected)."""
+    what = f"comma-separated {'distinct ' if distinct else ''}non-negative integers (e.g. 0,1,2)"
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        return None, what
+    ok = values and min(values) >= 0 and not (distinct and len(set(values)) != len(values))
+    return (values if ok else None), what
+
+
 def _parse_seeds(text: str | None, default: int) -> list[int]:
     if text is None:
         return [default]
-    try:
-        seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--seeds takes comma-separated integers (e.g. 0,1,2), got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise UserError(f"--seeds takes distinct non-negative integers (e.g. 0,1,2), got {text!r}")
+    seeds, what = _int_list_or_none(text, distinct=True)
+    if seeds is None:
+        raise UserError(f"--seeds takes {what}, got {text!r}")
     return seeds
 
 
@@ -498,13 +506,10 @@ _fraction = _number_type(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got '{text}'")
-    return values
+    values, what = _int_list_or_none(text)
+    if values is None:
+        raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'")
+    return tuple(values)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -85,8 +85,9 @@ def _progress(land: Landscape, values) -> float:
 
 
 def run_trial(cfg, trial: int, checkpoints, signal: float, noise: float, skip_share: float = 0.3,
-              base: float = 0.7, eval_samples: int = 500, reward_corr: float = 1.0) -> list[dict]:
-    """Train a fresh controller on one landscape; measure it at each number of updates in checkpoints."""
+              base: float = 0.7, eval_samples: int = 500, reward_corr: float = 1.0, on_update=None) -> list[dict]:
+    """Train a fresh controller on one landscape; measure it at each number of updates in checkpoints
+    (``on_update()`` is called after every update: the progress bar)."""
     import keras
     import tensorflow as tf
 
@@ -123,6 +124,8 @@ def run_trial(cfg, trial: int, checkpoints, signal: float, noise: float, skip_sh
             adv, baseline, has = advantages(r, baseline, has, k.bl_dec, k.baseline)
             update(b, s, adv)
             done += 1
+            if on_update is not None:
+                on_update()
         ev = sample(eval_samples, tf.constant([seed * 100003 + trial, 10 ** 9 + done], tf.int64))
         true = land.true(ev["branches"].numpy(), ev["skips"].numpy())
         der = sample(sc.derive_archs, tf.constant([seed * 100003 + trial, 2 * 10 ** 9 + done], tf.int64))
@@ -154,8 +157,21 @@ def run(cfg, updates=(0, 200, 500, 1000), trials: int = 3, signal: float = 0.05,
           f"reward correlation with the true score {reward_corr}; "
           f"derive: best of {sc.derive_archs} on {sc.derive_valid_batches} batches; {trials} trials; "
           f"op entropy uniform {eb['op_uniform']:.2f} floor {eb['op_min']:.2f}")
+    from tf_rlnas.core.logging import Progress
+
     t0 = time.perf_counter()
-    per = [run_trial(cfg, t, updates, signal, noise, skip_share, reward_corr=reward_corr) for t in range(trials)]
+    bar = Progress(trials * max(updates), description="controller updates")
+    done = [0]
+
+    def tick():
+        done[0] += 1
+        if done[0] % 10 == 0:
+            bar.update(done[0])
+    try:
+        per = [run_trial(cfg, t, updates, signal, noise, skip_share, reward_corr=reward_corr, on_update=tick)
+               for t in range(trials)]
+    finally:
+        bar.close()
     rows = []
     print(f"  {'updates':>7s} {'progress':>9s} {'derived':>8s} {'pctile':>7s} {'P>best3':>7s} {'op ent':>7s} "
           f"{'skips':>6s}   (standard errors of progress, derived)")
