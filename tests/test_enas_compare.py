@@ -143,3 +143,39 @@ def test_compare_arcs_over_retrain_seeds_with_extra_architectures(tmp_path, caps
     err = capsys.readouterr().err
     assert "4 layers" in err and "taken" in err and "NAME=FILE" in err and "--seeds" in err
     assert "needs an ENAS search run" in err and "not a tf_rlnas run directory" in err and "--score-bn goes" in err
+
+
+def test_compare_arcs_jobs_runs_retrains_in_parallel_processes(tmp_path, capsys, monkeypatch):
+    L = 3
+    arc_file = tmp_path / "architecture.json"
+    arc_file.write_text(json.dumps({"architecture": arc_to_dict(np.array([0, 2, 4]),
+                                                                np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]]))}))
+    run = str(tmp_path / "cmp")
+    base = ["compare-arcs", "--config", "digits_fixed", "--config", "smoke", "--set", f"fixed.arc_file={arc_file}",
+            "--set", "child.epochs=1", "--random", "1", "--run-dir", run, "--no-progress"]
+    # every child failing (here: not Python at all) is one error line naming a log, exit 2, no table rows
+    monkeypatch.setattr("sys.executable", "false")
+    assert main(base + ["--jobs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "retrain derived seed 0 failed" in err and "(and 2 more)" in err and ".log" in err
+    monkeypatch.undo()
+    assert main(base + ["--jobs", "2", "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    table = json.load(open(os.path.join(run, "compare", "comparison.json")))
+    res = table["results"]
+    assert list(res) == ["derived", "random-1", "conv_stack"]  # candidate order, whatever finished first
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    for name, r in res.items():
+        assert list(r["per_seed"]) == ["0", "1"]
+        assert all(0.3 < a <= 1.0 for a in r["per_seed"].values()), (name, r)
+        for rd in (name, f"{name}-seed1"):
+            cfg = open(os.path.join(run, "compare", rd, "config.yaml")).read()
+            assert f"intra_op_threads: {threads}" in cfg  # cores split between the 2 processes
+            assert os.path.getsize(os.path.join(run, "compare", rd + ".log")) > 0
+    assert res["random-1"]["architecture"] == arc_to_dict(*special_arc("random:1", L))
+    assert out.count("finished ") == 6 and "derived: - random mean" in out
+    # the in-process path reuses what the processes trained: the same figures
+    assert main(base + ["--seeds", "0,1", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["results"] == res
+    assert main(base + ["--jobs", "0"]) == 2

@@ -206,7 +206,8 @@ def cmd_compare_arcs(args) -> int:
     (NAME for the config's seed, NAME-seedS for the others), and tabulate their test accuracies:
     per seed, the mean and standard deviation over seeds, the random mean and the gaps
     (RUN_DIR/compare/comparison.json is rewritten after every finished retrain; re-running resumes
-    the unfinished ones and reuses the finished, so seeds can be added later)."""
+    the unfinished ones and reuses the finished, so seeds can be added later). --jobs N runs N
+    retrains at a time, each in its own process."""
     import dataclasses
     import re
 
@@ -255,6 +256,7 @@ def cmd_compare_arcs(args) -> int:
 
     def stats():
         for r in results.values():
+            r["per_seed"] = {str(s): r["per_seed"][str(s)] for s in seeds if str(s) in r["per_seed"]}  # seed order
             accs = list(r["per_seed"].values())
             r["test_accuracy"] = float(np.mean(accs)) if accs else None  # mean over the finished seeds
             r["std"] = float(np.std(accs, ddof=1)) if len(accs) > 1 else None
@@ -267,6 +269,9 @@ def cmd_compare_arcs(args) -> int:
                  "random_best": float(np.max(randoms)) if randoms else None}
         return table
 
+    if args.jobs < 1:
+        raise UserError("--jobs must be >= 1")
+    pending = []
     for seed in seeds:  # seed-major: the first seed's complete table comes first
         for name, arc in candidates:
             c = dataclasses.replace(cfg, child=child, fixed=dataclasses.replace(cfg.fixed, arc_file=arc),
@@ -277,16 +282,28 @@ def cmd_compare_arcs(args) -> int:
             if summary is not None:  # its figures, without rebuilding the data and network
                 print(f"reusing {name}, seed {seed}: finished in {rd}", flush=True)
                 results[name]["architecture"] = arc_to_dict(*arcs[name])
+                results[name]["per_seed"][str(seed)] = summary["final_eval"]["fixed/test_accuracy"]
             else:
-                rundir.ensure_writable(rd)
-                rundir.write_config(rd, algo, c)
-                print(f"retraining {name} ({arc}), seed {seed}, in {rd}", flush=True)
-                trainer = registry.get(algo).load("trainer")(c, rd)
-                summary = trainer.fit(progress=False if args.no_progress else None)
-                results[name]["architecture"] = arc_to_dict(*trainer.arc)
-            results[name]["per_seed"][str(seed)] = summary["final_eval"]["fixed/test_accuracy"]
-            table = stats()
-            atomic_write_text(table_path, json.dumps(table, indent=2))
+                pending.append((seed, name, arc, c, rd))
+    table = stats()
+    atomic_write_text(table_path, json.dumps(table, indent=2))
+
+    def record(seed, name, summary):
+        nonlocal table
+        results[name]["architecture"] = arc_to_dict(*arcs[name])
+        results[name]["per_seed"][str(seed)] = summary["final_eval"]["fixed/test_accuracy"]
+        table = stats()
+        atomic_write_text(table_path, json.dumps(table, indent=2))
+
+    if args.jobs == 1:
+        for seed, name, arc, c, rd in pending:
+            rundir.ensure_writable(rd)
+            rundir.write_config(rd, algo, c)
+            print(f"retraining {name} ({arc}), seed {seed}, in {rd}", flush=True)
+            trainer = registry.get(algo).load("trainer")(c, rd)
+            record(seed, name, trainer.fit(progress=False if args.no_progress else None))
+    else:
+        _retrain_in_parallel(pending, args.jobs, algo, out_dir, record)
     shared = None
     if args.score_with is not None:
         shared = table["shared_weights"] = _shared_weight_scores(args.score_with, table, args.score_bn)
@@ -319,6 +336,75 @@ def cmd_compare_arcs(args) -> int:
               f"{f(shared['kendall_tau'])}, Spearman rho {f(shared['spearman_rho'])} (1: the same order, 0: "
               f"unrelated)")
     return 0
+
+
+def _retrain_in_parallel(pending: list, jobs: int, algo: str, out_dir: str, record) -> None:
+    """compare-arcs --jobs N: the pending retrains (seed-major), N at a time, each a `tf_rlnas train
+    --run-dir RD` subprocess resuming the config written to RD (its output in OUT_DIR/<run>.log).
+    Intra- and inter-op thread counts the config leaves at 0 (TensorFlow's default: every core, which
+    N processes would oversubscribe) become cores // N. ``record(seed, name, summary)`` is called as
+    each one finishes. A failed retrain does not stop the others; the first failure is then raised
+    as one UserError line naming its log. Ctrl-C stops every child (each resumes on the next run)."""
+    import dataclasses
+    import subprocess
+    import time
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // jobs)
+    running: dict = {}  # Popen -> (seed, name, rd, log path, log file, start time, epochs)
+    failed = []
+    queue = list(pending)
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                seed, name, arc, c, rd = queue.pop(0)
+                run = c.run
+                run = dataclasses.replace(run, intra_op_threads=run.intra_op_threads or threads,
+                                          inter_op_threads=run.inter_op_threads or threads)
+                c = dataclasses.replace(c, run=run)
+                rundir.ensure_writable(rd)
+                rundir.write_config(rd, algo, c)
+                log = rd + ".log"
+                f = open(log, "a")
+                cmd = [sys.executable, "-m", "tf_rlnas", "train", "--run-dir", rd, "--no-progress"]
+                p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                running[p] = (seed, name, rd, log, f, time.monotonic(), c.child.epochs)
+                print(f"retraining {name} ({arc}), seed {seed}, in {rd} ({run.intra_op_threads} threads; "
+                      f"log {log})", flush=True)
+            time.sleep(0.5)
+            for p in [p for p in running if p.poll() is not None]:
+                seed, name, rd, log, f, t0, epochs = running.pop(p)
+                f.close()
+                summary = _finished_retrain(rd, epochs)
+                if p.returncode != 0 or summary is None:
+                    last = _last_line(log)
+                    failed.append(f"retrain {name} seed {seed} failed (exit {p.returncode}): {last} - see {log}")
+                    print(f"FAILED {name}, seed {seed} (exit {p.returncode}); log {log}", flush=True)
+                    continue
+                record(seed, name, summary)
+                print(f"finished {name}, seed {seed}: test accuracy "
+                      f"{summary['final_eval']['fixed/test_accuracy']:.4f} in {(time.monotonic() - t0) / 60:.1f} min",
+                      flush=True)
+    except BaseException:
+        for p in running:
+            p.terminate()
+        for p in running:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+    if failed:
+        raise UserError(failed[0] + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""))
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            lines = [ln.strip() for ln in f if ln.strip()]
+        return lines[-1] if lines else "no output"
+    except OSError:
+        return "no log"
 
 
 def _finished_retrain(run_dir: str, epochs: int) -> dict | None:
@@ -583,6 +669,11 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--score-bn", default=None, choices=["moving", "batch"],
                     help="with --score-with: score with this BN mode instead of the search's search.score_bn "
                          "(moving statistics shared by every architecture, or each batch's own)")
+    ca.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="retrain N architectures at a time, each in its own process with cores/N threads "
+                         "(where the config leaves run.intra_op_threads / inter_op_threads at 0); on 2+ cores "
+                         "2 at a time is faster than one process using every core. Thread counts can change "
+                         "the last digits of a retrain, so compare figures made with one --jobs")
     ca.add_argument("--json", action="store_true", help="print the table as JSON")
     ca.add_argument("--no-progress", action="store_true")
     ca.set_defaults(fn=cmd_compare_arcs)
