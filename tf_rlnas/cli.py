@@ -671,8 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(moving statistics shared by every architecture, or each batch's own)")
     ca.add_argument("--jobs", type=int, default=1, metavar="N",
                     help="retrain N architectures at a time, each in its own process with cores/N threads "
-                         "(where the config leaves run.intra_op_threads / inter_op_threads at 0); on 2+ cores "
-                         "2 at a time is faster than one process using every core. Thread counts can change "
+                         "(where the config leaves run.intra_op_threads / inter_op_threads at 0) and its output in "
+                         "compare/RUN.log. Thread counts can change "
                          "the last digits of a retrain, so compare figures made with one --jobs")
     ca.add_argument("--json", action="store_true", help="print the table as JSON")
     ca.add_argument("--no-progress", action="store_true")
