@@ -120,7 +120,13 @@ def test_with_the_mode_fpmath_products_are_bfloat16_and_sac_uses_them():
     out = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["active"]
+    if not r["active"]:
+        # oneDNN ignores the math mode for BatchMatMul on some native-bfloat16 CPUs (measured: an AMD
+        # EPYC with AVX512_BF16, TF 2.21): the learners must then see it and fall back to casts
+        assert r["sac_via"] == "cast" and r["xla_via"] == "cast", r
+        assert r["err_vs_exact"] < 1e-3  # and the product really was float32
+        pytest.skip("oneDNN's BF16 math mode has no effect on this CPU's BatchMatMul (the fallback to casts "
+                    "was checked)")
     # the inputs were rounded to bfloat16 (an error float32 would not make: ~1e-5 here) and the
     # products accumulated in float32 (the result is the bf16-input product to float32 rounding)
     assert r["err_vs_exact"] > 1e-2
