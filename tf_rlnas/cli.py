@@ -224,6 +224,8 @@ def cmd_compare_arcs(args) -> int:
                         "(e.g. --config fashion_mnist_fixed) whose fixed.arc_file is the derived architecture")
     if args.random < 0:
         raise UserError("--random must be >= 0")
+    if args.jobs < 1:
+        raise UserError("--jobs must be >= 1")
     seeds = _parse_seeds(args.seeds, cfg.run.seed)
     derived = cfg.fixed.arc_file
     arcs = {"derived": read_arc_file(derived, "the derived architecture")}
@@ -269,8 +271,14 @@ def cmd_compare_arcs(args) -> int:
                  "random_best": float(np.max(randoms)) if randoms else None}
         return table
 
-    if args.jobs < 1:
-        raise UserError("--jobs must be >= 1")
+    def record(seed, name, summary):  # a finished retrain's figure into the table, rewritten at once
+        nonlocal table
+        results[name]["architecture"] = arc_to_dict(*arcs[name])
+        results[name]["per_seed"][str(seed)] = summary["final_eval"]["fixed/test_accuracy"]
+        table = stats()
+        atomic_write_text(table_path, json.dumps(table, indent=2))
+
+    table = stats()  # what --json prints when nothing has finished
     pending = []
     for seed in seeds:  # seed-major: the first seed's complete table comes first
         for name, arc in candidates:
@@ -281,19 +289,9 @@ def cmd_compare_arcs(args) -> int:
             summary = _finished_retrain(rd, c.child.epochs)
             if summary is not None:  # its figures, without rebuilding the data and network
                 print(f"reusing {name}, seed {seed}: finished in {rd}", flush=True)
-                results[name]["architecture"] = arc_to_dict(*arcs[name])
-                results[name]["per_seed"][str(seed)] = summary["final_eval"]["fixed/test_accuracy"]
+                record(seed, name, summary)
             else:
                 pending.append((seed, name, arc, c, rd))
-    table = stats()
-    atomic_write_text(table_path, json.dumps(table, indent=2))
-
-    def record(seed, name, summary):
-        nonlocal table
-        results[name]["architecture"] = arc_to_dict(*arcs[name])
-        results[name]["per_seed"][str(seed)] = summary["final_eval"]["fixed/test_accuracy"]
-        table = stats()
-        atomic_write_text(table_path, json.dumps(table, indent=2))
 
     if args.jobs == 1:
         for seed, name, arc, c, rd in pending:
@@ -303,7 +301,7 @@ def cmd_compare_arcs(args) -> int:
             trainer = registry.get(algo).load("trainer")(c, rd)
             record(seed, name, trainer.fit(progress=False if args.no_progress else None))
     else:
-        _retrain_in_parallel(pending, args.jobs, algo, out_dir, record)
+        _retrain_in_parallel(pending, args.jobs, algo, record)
     shared = None
     if args.score_with is not None:
         shared = table["shared_weights"] = _shared_weight_scores(args.score_with, table, args.score_bn)
@@ -338,9 +336,9 @@ def cmd_compare_arcs(args) -> int:
     return 0
 
 
-def _retrain_in_parallel(pending: list, jobs: int, algo: str, out_dir: str, record) -> None:
+def _retrain_in_parallel(pending: list, jobs: int, algo: str, record) -> None:
     """compare-arcs --jobs N: the pending retrains (seed-major), N at a time, each a `tf_rlnas train
-    --run-dir RD` subprocess resuming the config written to RD (its output in OUT_DIR/<run>.log).
+    --run-dir RD` subprocess resuming the config written to RD (its output in RD.log).
     Intra- and inter-op thread counts the config leaves at 0 (TensorFlow's default: every core, which
     N processes would oversubscribe) become cores // N. ``record(seed, name, summary)`` is called as
     each one finishes. A failed retrain does not stop the others; the first failure is then raised
@@ -367,7 +365,11 @@ def _retrain_in_parallel(pending: list, jobs: int, algo: str, out_dir: str, reco
                 log = rd + ".log"
                 f = open(log, "a")
                 cmd = [sys.executable, "-m", "tf_rlnas", "train", "--run-dir", rd, "--no-progress"]
-                p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                try:
+                    p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                except OSError as e:
+                    f.close()
+                    raise UserError(f"cannot start a retrain process ({cmd[0]}): {e.strerror}") from None
                 running[p] = (seed, name, rd, log, f, time.monotonic(), c.child.epochs)
                 print(f"retraining {name} ({arc}), seed {seed}, in {rd} ({run.intra_op_threads} threads; "
                       f"log {log})", flush=True)
