@@ -22,6 +22,7 @@ from tf_rlnas.algos.enas.config import EnasConfig
 from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_to_dict
 from tf_rlnas.algos.enas.trainer import EnasTrainer, advantages, cosine_lr, make_controller_update
 from tf_rlnas.cli import main
+from tf_rlnas.core import rundir
 from tf_rlnas.data.images import Splits, load_arrays
 from tf_rlnas.errors import UserError
 
@@ -400,6 +401,50 @@ def test_derive_top_rescores_the_best_samples_on_the_whole_validation_split(tmp_
     np.testing.assert_allclose(res["op_entropy_uniform"], 3 * np.log(6))
     np.testing.assert_allclose(res["entropy_uniform"], 3 * np.log(6) + 3 * np.log(2))
     assert res["op_entropy_floor"] < res["controller_op_entropy"] < res["op_entropy_uniform"]
+
+
+def test_derive_every_and_derive_give_each_budgets_architecture_as_a_shorter_search(tmp_path, capsys):
+    """search.derive_every 1 writes derived/epoch-E.json at every epoch; with child.lr_t0 set, epoch 2's
+    equals the architecture.json of a 2-epoch search, the last one equals the run's own, and deriving
+    changes no training state (a 2-epoch search resumed to 3 ends with the same weights). The post-hoc
+    ``tf_rlnas derive RUN --epoch E`` rebuilds epoch E's file from its checkpoint; bad input: one line, 2."""
+    base = SMOKE + ["child.lr_t0=10", "run.keep_checkpoints=5"]
+    every = str(tmp_path / "every")
+    cfg = C.resolve(EnasConfig, [], base + ["child.epochs=3", "search.derive_every=1"])
+    tr = EnasTrainer(cfg, every)
+    rundir.write_config(every, "enas", cfg)  # as `tf_rlnas train` does: derive reads it
+    tr.fit(progress=False)
+    files = sorted(os.listdir(os.path.join(every, "derived")))
+    assert files == ["epoch-1.json", "epoch-2.json", "epoch-3.json"]
+    derived = {e: json.load(open(os.path.join(every, "derived", f"epoch-{e}.json"))) for e in (1, 2, 3)}
+    assert [derived[e]["epochs"] for e in (1, 2, 3)] == [1, 2, 3]
+    assert derived[3] == json.load(open(os.path.join(every, "architecture.json")))
+    short = str(tmp_path / "short")
+    EnasTrainer(C.resolve(EnasConfig, [], base + ["child.epochs=2"]), short).fit(progress=False)
+    assert json.load(open(os.path.join(short, "architecture.json"))) == derived[2]
+    assert not os.path.exists(os.path.join(short, "derived"))  # derive_every 0: only the end
+    cfg = C.resolve(EnasConfig, [], base + ["child.epochs=3"])
+    resumed = EnasTrainer(cfg, short)
+    rundir.write_config(short, "enas", cfg)
+    resumed.fit(progress=False)
+    for a, b in zip(tr.child.weights + tr.controller.weights, resumed.child.weights + resumed.controller.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # post hoc, from the kept checkpoint of epoch 1: the same file again
+    os.remove(os.path.join(every, "derived", "epoch-1.json"))
+    capsys.readouterr()
+    assert main(["derive", every, "--epoch", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed.pop("path") == os.path.join(every, "derived", "epoch-1.json")
+    assert printed == derived[1] == json.load(open(os.path.join(every, "derived", "epoch-1.json")))
+    assert main(["derive", short]) == 0  # the latest checkpoint: the run's own architecture.json
+    assert json.load(open(os.path.join(short, "derived", "epoch-3.json"))) == derived[3]
+    capsys.readouterr()
+    for argv, words in ((["derive", every, "--epoch", "9"], "no checkpoint of iteration 9 (kept: 1, 2, 3"),
+                        (["derive", every, "--epoch", "0"], "--epoch must be >= 1"),
+                        (["derive", str(tmp_path / "nowhere")], "run directory not found")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and words in err and len(err.splitlines()) == 1, err
 
 
 def test_search_then_fixed_retrain_and_export(tmp_path, capsys):

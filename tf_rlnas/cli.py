@@ -122,9 +122,10 @@ def _resolve_train_config(args, check_run_dir: bool = True) -> tuple[str, object
     return algo, cfg, schema, run_dir, resumes
 
 
-def _load_run(run_dir: str, adjust=None):
-    """(algo, cfg, trainer) for an existing run directory, restored from its latest checkpoint
-    (``adjust(cfg) -> cfg``: a change that leaves the checkpoint's content alone, e.g. how it is scored)."""
+def _load_run(run_dir: str, adjust=None, number: int | None = None):
+    """(algo, cfg, trainer) for an existing run directory, restored from its latest checkpoint or the one
+    of iteration ``number`` (``adjust(cfg) -> cfg``: a change that leaves the checkpoint's content alone,
+    e.g. how it is scored)."""
     if not os.path.isdir(run_dir):
         raise UserError(f"run directory not found: {run_dir}")
     saved = rundir.saved_config(run_dir)
@@ -139,7 +140,7 @@ def _load_run(run_dir: str, adjust=None):
         raise UserError(f"{run_dir} has no checkpoint yet (train it first)")
     _import_tf_quietly()
     trainer = spec.load("trainer")(cfg, run_dir)
-    trainer.restore()
+    trainer.restore(number)
     return algo, cfg, trainer
 
 
@@ -516,6 +517,29 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_derive(args) -> int:
+    """ENAS: derive the architecture a search's checkpoint of epoch E stands for, exactly as the search
+    derives at its end (same sampling seed and validation batches), and write it to
+    RUN_DIR/derived/epoch-E.json. With child.lr_t0 set (the shipped search configs) the shared weights'
+    schedule does not depend on child.epochs, so it is the architecture.json a search of E epochs would
+    write: which search budget is enough? -> retrain derived/epoch-*.json with compare-arcs --arc.
+    Needs that epoch's checkpoint (keep them with --set run.keep_checkpoints=N, or derive during the
+    search with --set search.derive_every=1)."""
+    if _saved_algo(args.run_dir) not in (None, "enas"):
+        raise UserError(f"derive applies to ENAS search runs; {args.run_dir} is a {_saved_algo(args.run_dir)} run")
+    if args.epoch is not None and args.epoch < 1:
+        raise UserError("--epoch must be >= 1")
+    _, cfg, trainer = _load_run(args.run_dir, number=args.epoch)
+    if cfg.mode != "search":
+        raise UserError(f"{args.run_dir} is a fixed-mode retrain: derive needs a search run (mode: search)")
+    rundir.ensure_writable(os.path.join(args.run_dir, "derived"))  # a read-only run: one line, before the work
+    result = trainer.derive()
+    path = trainer.write_derived(result, announce=not args.json)
+    if args.json:
+        print(json.dumps({**result, "path": path}))
+    return 0
+
+
 def _saved_algo(run_dir: str) -> str | None:
     saved = rundir.saved_config(run_dir) if os.path.isdir(run_dir) else None
     return saved[0] if saved else None
@@ -643,6 +667,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", default="savedmodels", metavar="DIR",
                    help="export root; writes DIR/<run name>/<next integer version>/ (default: savedmodels)")
     x.set_defaults(fn=cmd_export)
+
+    d = sub.add_parser("derive", help="ENAS: the architecture a search's checkpoint of epoch E derives "
+                                      "(= a search of E epochs), to RUN_DIR/derived/epoch-E.json",
+                       description=cmd_derive.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  tf_rlnas train enas --config fashion_mnist --set run.keep_checkpoints=10\n"
+                              "  tf_rlnas derive runs/enas_fashion_mnist --epoch 5")
+    d.add_argument("run_dir", metavar="RUN_DIR")
+    d.add_argument("--epoch", type=int, default=None, metavar="E",
+                   help="the checkpoint of this epoch (default: the latest)")
+    d.add_argument("--json", action="store_true", help="print the result (and its path) as one JSON object")
+    d.set_defaults(fn=cmd_derive)
 
     ls = sub.add_parser("list", help="list algorithms and shipped configs")
     ls.add_argument("algo", nargs="?", help="only this algorithm")

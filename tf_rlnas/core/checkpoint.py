@@ -128,6 +128,20 @@ class Checkpointer:
                 errors.append(f"{os.path.basename(path)}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
         raise UserError(f"no readable checkpoint in {self.restore_directory} ({'; '.join(errors)})")
 
+    def numbers(self) -> list[int]:
+        """The numbers (iterations) of the kept checkpoints, oldest first."""
+        return [int(re.search(r"ckpt-(\d+)$", p).group(1)) for p in self.restore_manager.checkpoints]
+
+    def restore_number(self, number: int) -> str:
+        """Restore the kept checkpoint of iteration ``number`` (an error naming the kept ones if it is gone)."""
+        for path in self.restore_manager.checkpoints:
+            if int(re.search(r"ckpt-(\d+)$", path).group(1)) == number:
+                self._restore_one(path)
+                return path
+        kept = ", ".join(map(str, self.numbers())) or "none"
+        raise UserError(f"{self.restore_directory} has no checkpoint of iteration {number} (kept: {kept}; "
+                        f"run.keep_checkpoints sets how many are kept)")
+
     def _restore_one(self, path: str) -> None:
         status = self.ckpt.restore(path)
         try:

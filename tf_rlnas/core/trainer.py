@@ -192,8 +192,9 @@ class Trainer:
                 self._logger = NullLogger()
         return self._logger
 
-    def restore(self) -> str | None:
-        path = self.checkpointer.restore()
+    def restore(self, number: int | None = None) -> str | None:
+        """Restore the newest readable checkpoint (None when there is none), or that of iteration ``number``."""
+        path = self.checkpointer.restore() if number is None else self.checkpointer.restore_number(number)
         if path:
             self.iteration.from_variable()
         return path

@@ -93,6 +93,10 @@ class EnasSearch:
                              help="... re-score the best K of them on the whole validation split and keep the "
                                   "best of those (1 = off: the best on the derive batches)")
     derive_valid_batches: int = option(4, min=1, help="... and keep the best on this many validation batches")
+    derive_every: int = option(0, min=0, resume_ok=True,
+                               help="also derive after every N epochs, to derived/epoch-<E>.json (0 = only at the "
+                                    "end): with child.lr_t0 set, epoch E's file is the architecture.json a search "
+                                    "of child.epochs=E would write, so one search measures every budget")
 
 
 @dataclasses.dataclass

@@ -283,6 +283,10 @@ class EnasTrainer(Trainer):
             m.update(self._train_controller(epoch))
         if cfg.search.eval_every and (epoch + 1) % cfg.search.eval_every == 0:
             m.update(self._eval_search(epoch))
+        every = cfg.search.derive_every
+        if every and (epoch + 1) % every == 0 and epoch + 1 < c.epochs:  # the last epoch's: fit() derives
+            # before this epoch's checkpoint: a kill in between redoes the epoch and writes the same file
+            self.write_derived(self.derive(epochs=epoch + 1))
         return m
 
     def _train_controller(self, epoch: int) -> dict[str, float]:
@@ -365,8 +369,11 @@ class EnasTrainer(Trainer):
         return {k: metrics[k] for k in keys if k in metrics}
 
     # ---- end of run -------------------------------------------------------------------------------
-    def derive(self) -> dict:
-        """Best of ``derive_archs`` samples on the same ``derive_valid_batches`` validation batches."""
+    def derive(self, epochs: int | None = None) -> dict:
+        """Best of ``derive_archs`` samples on the same ``derive_valid_batches`` validation batches.
+
+        Its sampling seed and batches are fixed by the config, and it changes no training state, so it
+        may run at any epoch: ``epochs`` (default: the iteration count) is the epoch it is recorded at."""
         sc = self.cfg.search
         out = self.sample_n(sc.derive_archs, tf.constant([self.cfg.run.seed, 424242], tf.int64))
         b, s = out["branches"].numpy(), out["skips"].numpy()
@@ -395,7 +402,41 @@ class EnasTrainer(Trainer):
                 "search_valid_accuracy": scores[best], **extra, **concentration,
                 "search_valid_accuracy_mean_of_samples": float(np.mean(scores)),
                 "search_test_accuracy_shared_weights": self.evaluate_arc(self.splits.test(), b[best], s[best]),
-                "dataset": self.cfg.data.dataset, "epochs": int(self.iteration.numpy())}
+                "dataset": self.cfg.data.dataset,
+                "epochs": int(self.iteration.numpy()) if epochs is None else int(epochs)}
+
+    def write_derived(self, result: dict, announce: bool = False) -> str:
+        """``derived/epoch-<E>.json`` (the architecture.json of a search of E epochs) and its TensorBoard
+        text at step E; ``announce``: print it (the CLI's ``derive``)."""
+        path = os.path.join(self.run_dir, "derived", f"epoch-{result['epochs']}.json")
+        if self.is_chief:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write_text(path, json.dumps(result, indent=2))
+            self._log_derived(result)
+        if announce:
+            self._announce(result, path)
+        return path
+
+    def _log_derived(self, result: dict) -> None:
+        b, s = arc_from_dict(result["architecture"])
+        self.logger.text("search/derived_architecture", arc_string(b, s), step=result["epochs"])
+        self.logger.flush()
+
+    def _announce(self, result: dict, path: str) -> None:
+        b, s = arc_from_dict(result["architecture"])
+        sc = self.cfg.search
+        top = sc.derive_top
+        say(f"derived architecture at epoch {result['epochs']} (best of {sc.derive_archs} on "
+            f"{sc.derive_valid_batches} validation batches"
+            f"{f', then of their top {top} on the whole validation split' if top > 1 else ''}; "
+            f"search-time accuracy with shared "
+            f"weights: valid {result['search_valid_accuracy']:.4f}, test "
+            f"{result['search_test_accuracy_shared_weights']:.4f}) -> {path}\n{arc_string(b, s)}\n"
+            f"controller: op entropy {result['controller_op_entropy']:.2f} nats (uniform "
+            f"{result['op_entropy_uniform']:.2f}, floor {result['op_entropy_floor']:.2f}), all decisions "
+            f"{result['controller_entropy']:.2f} (uniform {result['entropy_uniform']:.2f}); "
+            f"{result['distinct_samples']} distinct of {sc.derive_archs} samples, the derived "
+            f"one drawn {result['derived_sample_count']}x")
 
     def fit(self, progress=None, on_iteration=None) -> dict:
         summary = super().fit(progress=progress, on_iteration=on_iteration)
@@ -404,21 +445,11 @@ class EnasTrainer(Trainer):
             path = os.path.join(self.run_dir, "architecture.json")
             if self.is_chief:
                 atomic_write_text(path, json.dumps(result, indent=2))
-            b, s = arc_from_dict(result["architecture"])
-            self.logger.text("search/derived_architecture", arc_string(b, s), step=int(self.iteration.numpy()))
-            self.logger.flush()
-            top = self.cfg.search.derive_top
-            say(f"derived architecture (best of {self.cfg.search.derive_archs} on "
-                f"{self.cfg.search.derive_valid_batches} validation batches"
-                f"{f', then of their top {top} on the whole validation split' if top > 1 else ''}; "
-                f"search-time accuracy with shared "
-                f"weights: valid {result['search_valid_accuracy']:.4f}, test "
-                f"{result['search_test_accuracy_shared_weights']:.4f}) -> {path}\n{arc_string(b, s)}\n"
-                f"controller: op entropy {result['controller_op_entropy']:.2f} nats (uniform "
-                f"{result['op_entropy_uniform']:.2f}, floor {result['op_entropy_floor']:.2f}), all decisions "
-                f"{result['controller_entropy']:.2f} (uniform {result['entropy_uniform']:.2f}); "
-                f"{result['distinct_samples']} distinct of {self.cfg.search.derive_archs} samples, the derived "
-                f"one drawn {result['derived_sample_count']}x")
+            if self.cfg.search.derive_every:  # the set of per-budget files ends with this run's own budget
+                self.write_derived(result)
+            elif self.is_chief:
+                self._log_derived(result)
+            self._announce(result, path)
             summary["architecture"] = result
             if self.is_chief:
                 atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))
