@@ -533,6 +533,9 @@ def cmd_derive(args) -> int:
     if cfg.mode != "search":
         raise UserError(f"{args.run_dir} is a fixed-mode retrain: derive needs a search run (mode: search)")
     rundir.ensure_writable(os.path.join(args.run_dir, "derived"))  # a read-only run: one line, before the work
+    if cfg.child.lr_t0 is None:
+        print("note: child.lr_t0 is null (one cosine cycle over child.epochs): this is the architecture at this "
+              "epoch of this run, not what a shorter search (whose cycle is shorter) would derive", file=sys.stderr)
     result = trainer.derive()
     path = trainer.write_derived(result, announce=not args.json)
     if args.json:
