@@ -140,7 +140,10 @@ def _load_run(run_dir: str, adjust=None, number: int | None = None):
         raise UserError(f"{run_dir} has no checkpoint yet (train it first)")
     _import_tf_quietly()
     trainer = spec.load("trainer")(cfg, run_dir)
-    trainer.restore(number)
+    if number is None:
+        trainer.restore()
+    else:
+        trainer.restore(number)
     return algo, cfg, trainer
 
 

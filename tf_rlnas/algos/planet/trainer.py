@@ -263,8 +263,8 @@ class PlanetTrainer(Trainer):
                 "eval/episodes": float(len(rets))}
 
     # ---- filtered restore -------------------------------------------------------------------
-    def restore(self) -> str | None:
-        path = super().restore()
+    def restore(self, number: int | None = None) -> str | None:
+        path = super().restore(number)
         if path is None and self.cfg.init.from_run:
             self.init_from_run(self.cfg.init.from_run)
         return path
