@@ -438,8 +438,11 @@ def test_derive_every_and_derive_give_each_budgets_architecture_as_a_shorter_sea
     assert printed == derived[1] == json.load(open(os.path.join(every, "derived", "epoch-1.json")))
     assert main(["derive", short]) == 0  # the latest checkpoint: the run's own architecture.json
     assert json.load(open(os.path.join(short, "derived", "epoch-3.json"))) == derived[3]
+    fixed = str(tmp_path / "fixed")  # a retrain's run directory: refused from its config alone
+    rundir.write_config(fixed, "enas", C.resolve(EnasConfig, [], ["mode=fixed", "fixed.arc_file=conv_stack"]))
     capsys.readouterr()
     for argv, words in ((["derive", every, "--epoch", "9"], "no checkpoint of iteration 9 (kept: 1, 2, 3"),
+                        (["derive", fixed], "is a fixed-mode retrain"),
                         (["derive", every, "--epoch", "0"], "--epoch must be >= 1"),
                         (["derive", str(tmp_path / "nowhere")], "run directory not found")):
         assert main(argv) == 2

@@ -140,10 +140,7 @@ def _load_run(run_dir: str, adjust=None, number: int | None = None):
         raise UserError(f"{run_dir} has no checkpoint yet (train it first)")
     _import_tf_quietly()
     trainer = spec.load("trainer")(cfg, run_dir)
-    if number is None:
-        trainer.restore()
-    else:
-        trainer.restore(number)
+    trainer.restore(number)
     return algo, cfg, trainer
 
 
@@ -528,13 +525,14 @@ def cmd_derive(args) -> int:
     write: which search budget is enough? -> retrain derived/epoch-*.json with compare-arcs --arc.
     Needs that epoch's checkpoint (keep them with --set run.keep_checkpoints=N, or derive during the
     search with --set search.derive_every=1)."""
-    if _saved_algo(args.run_dir) not in (None, "enas"):
-        raise UserError(f"derive applies to ENAS search runs; {args.run_dir} is a {_saved_algo(args.run_dir)} run")
     if args.epoch is not None and args.epoch < 1:
         raise UserError("--epoch must be >= 1")
-    _, cfg, trainer = _load_run(args.run_dir, number=args.epoch)
-    if cfg.mode != "search":
+    saved = rundir.saved_config(args.run_dir) if os.path.isdir(args.run_dir) else None
+    if saved is not None and saved[0] != "enas":  # checked before the data and network are built
+        raise UserError(f"derive applies to ENAS search runs; {args.run_dir} is a {saved[0]} run")
+    if saved is not None and saved[1].get("mode") == "fixed":
         raise UserError(f"{args.run_dir} is a fixed-mode retrain: derive needs a search run (mode: search)")
+    _, cfg, trainer = _load_run(args.run_dir, number=args.epoch)
     rundir.ensure_writable(os.path.join(args.run_dir, "derived"))  # a read-only run: one line, before the work
     if cfg.child.lr_t0 is None:
         print("note: child.lr_t0 is null (one cosine cycle over child.epochs): this is the architecture at this "
@@ -677,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("derive", help="ENAS: the architecture a search's checkpoint of epoch E derives "
                                       "(= a search of E epochs), to RUN_DIR/derived/epoch-E.json",
                        description=cmd_derive.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  tf_rlnas train enas --config fashion_mnist --set run.keep_checkpoints=10\n"
+                       epilog="example:\n  tf_rlnas train enas --config fashion_mnist   # keeps every epoch's checkpoint\n"
                               "  tf_rlnas derive runs/enas_fashion_mnist --epoch 5")
     d.add_argument("run_dir", metavar="RUN_DIR")
     d.add_argument("--epoch", type=int, default=None, metavar="E",

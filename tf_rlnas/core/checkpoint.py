@@ -40,6 +40,11 @@ def _json_hook(d: dict):
     return d
 
 
+def _number(path: str) -> int:
+    """The iteration a checkpoint path ``.../ckpt-<N>`` was saved at."""
+    return int(re.search(r"ckpt-(\d+)$", path).group(1))
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -103,7 +108,7 @@ class Checkpointer:
         return path
 
     def _prune_side_files(self) -> None:
-        keep = {int(re.search(r"ckpt-(\d+)$", p).group(1)) for p in self.manager.checkpoints}
+        keep = {_number(p) for p in self.manager.checkpoints}
         for f in glob.glob(os.path.join(self.directory, "extra-*.npz*")):
             m = re.search(r"extra-(\d+)\.npz", os.path.basename(f))
             if m and (int(m.group(1)) not in keep or ".tmp-" in f):
@@ -130,12 +135,12 @@ class Checkpointer:
 
     def numbers(self) -> list[int]:
         """The numbers (iterations) of the kept checkpoints, oldest first."""
-        return [int(re.search(r"ckpt-(\d+)$", p).group(1)) for p in self.restore_manager.checkpoints]
+        return [_number(p) for p in self.restore_manager.checkpoints]
 
     def restore_number(self, number: int) -> str:
         """Restore the kept checkpoint of iteration ``number`` (an error naming the kept ones if it is gone)."""
         for path in self.restore_manager.checkpoints:
-            if int(re.search(r"ckpt-(\d+)$", path).group(1)) == number:
+            if _number(path) == number:
                 self._restore_one(path)
                 return path
         kept = ", ".join(map(str, self.numbers())) or "none"
@@ -154,7 +159,7 @@ class Checkpointer:
             if text:
                 self.set_state(json.loads(text, object_hook=_json_hook))
         if self.set_arrays is not None:
-            step = int(re.search(r"ckpt-(\d+)$", path).group(1))
+            step = _number(path)
             side = os.path.join(self.restore_directory, f"extra-{step}.npz")
             if not os.path.exists(side):
                 raise FileNotFoundError(f"side file {side} missing")
