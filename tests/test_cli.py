@@ -122,7 +122,22 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, capsys):
             open(os.path.join(ck, f), "wb").write(b"garbage")
     capsys.readouterr()
     assert main(["evaluate", run_dir]) == 0
-    assert "update 15" in capsys.readouterr().out  # the previous checkpoint was used
+    out = capsys.readouterr().out
+    assert "update 15" in out  # the previous checkpoint was used ...
+    warned = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "ckpt-20" in warned[0] and "ckpt-15" in warned[0], out  # ... and said so once
+    # only the errors of a damaged file fall back: anything else (here MemoryError) propagates
+    from tf_rlnas.core import checkpoint as ckpt_mod
+
+    def oom(self, path):
+        raise MemoryError("simulated")
+    orig = ckpt_mod.Checkpointer._restore_one
+    ckpt_mod.Checkpointer._restore_one = oom
+    try:
+        with pytest.raises(MemoryError):
+            main(["evaluate", run_dir])
+    finally:
+        ckpt_mod.Checkpointer._restore_one = orig
     for f in os.listdir(ck):
         if f.startswith("ckpt-") and ".data" in f:
             open(os.path.join(ck, f), "wb").write(b"garbage")

@@ -72,7 +72,6 @@ def test_compare_arcs_retrains_each_with_the_same_budget_and_tabulates(tmp_path)
 
 
 def test_compare_arcs_over_retrain_seeds_with_extra_architectures(tmp_path, capsys):
-    L = 3
     arcs = {"a": (np.array([0, 2, 4]), np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0]])),
             "b": (np.array([1, 1, 3]), np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0]]))}
     files = {}

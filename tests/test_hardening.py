@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from conftest import REPO, tb_scalars
-from test_cli import snapshot
 from tf_rlnas import config as C
 from tf_rlnas.cli import main
 

@@ -1,4 +1,4 @@
-"""MAML-TRPO numerical core (work in progress: the trainer is not written yet): conjugate gradient
+"""MAML-TRPO numerical core: conjugate gradient
 vs numpy, the KL Hessian-vector product vs finite differences, the line search's restore, the
 linear baseline vs a numpy ridge fit with padding masked, batched per-task forward vs a loop."""
 

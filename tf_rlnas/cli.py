@@ -122,10 +122,10 @@ def _resolve_train_config(args, check_run_dir: bool = True) -> tuple[str, object
     return algo, cfg, schema, run_dir, resumes
 
 
-def _load_run(run_dir: str, adjust=None, number: int | None = None):
+def _load_run(run_dir: str, adjust=None, number: int | None = None, for_evaluate: bool = False):
     """(algo, cfg, trainer) for an existing run directory, restored from its latest checkpoint or the one
     of iteration ``number`` (``adjust(cfg) -> cfg``: a change that leaves the checkpoint's content alone,
-    e.g. how it is scored)."""
+    e.g. how it is scored; ``for_evaluate``: refuse a run with nothing to evaluate, before building)."""
     if not os.path.isdir(run_dir):
         raise UserError(f"run directory not found: {run_dir}")
     saved = rundir.saved_config(run_dir)
@@ -139,6 +139,9 @@ def _load_run(run_dir: str, adjust=None, number: int | None = None):
     if not rundir.has_checkpoint(run_dir):
         raise UserError(f"{run_dir} has no checkpoint yet (train it first)")
     _import_tf_quietly()
+    reason = spec.load("trainer").cannot_evaluate(cfg) if for_evaluate else None
+    if reason:
+        raise UserError(reason)
     trainer = spec.load("trainer")(cfg, run_dir)
     trainer.restore(number)
     return algo, cfg, trainer
@@ -158,22 +161,29 @@ def _prepare_math_mode(cfg) -> None:
 
 def cmd_train(args) -> int:
     algo, cfg, _, run_dir, resumes = _resolve_train_config(args)
-    created = rundir.ensure_writable(run_dir)
+    before = set(os.listdir(run_dir)) if os.path.isdir(run_dir) else None
+    rundir.ensure_writable(run_dir)
     _prepare_math_mode(cfg)
     _import_tf_quietly()
+    trainer = None
     try:
         trainer = registry.get(algo).load("trainer")(cfg, run_dir)   # may raise UserError: nothing written yet
+        if trainer.is_chief:
+            rundir.write_config(run_dir, algo, cfg)
+        if not resumes:
+            role = "" if trainer.is_chief else f" (worker {trainer.task_name}: the chief writes the run directory)"
+            print(f"training {algo} in {run_dir}{role}", flush=True)
+        progress = False if args.no_progress else None
+        summary = trainer.fit(progress=progress)
     except UserError:
-        if created:
-            rundir.remove_if_empty(run_dir)
+        # a refusal before the first checkpoint of a new run leaves the folder as it was, so the
+        # corrected command is not refused as "a different config"
+        if not resumes and (trainer is None or trainer.is_chief) and not rundir.has_checkpoint(run_dir):
+            rundir.remove_new_entries(run_dir, before)
         raise
-    if trainer.is_chief:
-        rundir.write_config(run_dir, algo, cfg)
-    if not resumes:
-        role = "" if trainer.is_chief else f" (worker {trainer.task_name}: the chief writes the run directory)"
-        print(f"training {algo} in {run_dir}{role}", flush=True)
-    progress = False if args.no_progress else None
-    summary = trainer.fit(progress=progress)
+    finally:
+        if trainer is not None:
+            trainer.close()
     print(f"done: {trainer.progress_position()} {trainer.unit}s in {run_dir}", flush=True)
     for k, v in summary["final_eval"].items():
         print(f"  {k}: {v:.6g}")
@@ -501,7 +511,7 @@ def cmd_evaluate(args) -> int:
         raise UserError("--tasks / --task-seed apply to maml_trpo runs only")
     if args.tasks is not None and args.tasks < 1:
         raise UserError("--tasks must be >= 1")
-    _, _, trainer = _load_run(args.run_dir)
+    _, _, trainer = _load_run(args.run_dir, for_evaluate=True)
     extra = {k: v for k, v in (("tasks", args.tasks), ("task_seed", args.task_seed)) if v is not None}
     metrics = trainer.evaluate(args.episodes, **extra)
     if args.json:
@@ -555,8 +565,7 @@ def cmd_export(args) -> int:
     _, _, trainer = _load_run(args.run_dir)
     spec = trainer.export_spec()
     name = os.path.basename(os.path.normpath(args.run_dir))
-    path = export.save_versioned(spec.module, spec.signatures, args.out, name)
-    export.verify(path, spec.examples, spec.expected)
+    path = export.publish(spec.module, spec.signatures, args.out, name, spec.examples, spec.expected)
     print(f"exported {path} (signatures: {', '.join(spec.signatures)}; reload verified)")
     return 0
 

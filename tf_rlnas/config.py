@@ -15,6 +15,7 @@ Field options go through :func:`option`: ``min``/``max`` bounds, ``choices``, a 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -305,6 +306,27 @@ def parse_set(expr: str, schema: type) -> dict:
     return nested
 
 
+def _removed_keys(schema: type, data: dict, drop: bool, source: str = "") -> dict:
+    """The schema's ``REMOVED`` keys (dotted path -> why): ``drop`` them from a saved config (runs of
+    an earlier version still resume), else refuse them in new input with the reason."""
+    removed = getattr(schema, "REMOVED", None) or {}
+    for key, why in removed.items():
+        *sections, leaf = key.split(".")
+        node = data
+        for s in sections:
+            node = node.get(s) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            if not drop:
+                raise ConfigError(f"config key '{key}' in {source} was removed: {why}")
+            node.pop(leaf)
+    return data
+
+
+def drop_removed(schema: type, data: dict) -> dict:
+    """A saved config without the keys the schema has removed since (see :func:`_removed_keys`)."""
+    return _removed_keys(schema, copy.deepcopy(data), drop=True)
+
+
 def resolve(schema: type, files: list[str], sets: list[str], base: dict | None = None) -> Any:
     """Resolve and validate a config of class ``schema`` from files and --set expressions.
 
@@ -312,12 +334,16 @@ def resolve(schema: type, files: list[str], sets: list[str], base: dict | None =
     """
     data = to_dict(schema())
     if base:
-        data = deep_merge(data, base, schema, "the saved config")
+        data = deep_merge(data, drop_removed(schema, base), schema, "the saved config")
     for path in files:
         over = dict(read_yaml(path))
         over.pop("algo", None)
-        data = deep_merge(data, over, schema, path)
+        data = deep_merge(data, _removed_keys(schema, over, False, path), schema, path)
+    removed = getattr(schema, "REMOVED", None) or {}
     for expr in sets:
+        key = expr.split("=", 1)[0].strip()
+        if key in removed:
+            raise ConfigError(f"config key '{key}' in --set was removed: {removed[key]}")
         data = deep_merge(data, parse_set(expr, schema), schema, "--set")
     return from_dict(schema, data)
 

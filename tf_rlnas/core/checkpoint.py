@@ -8,7 +8,9 @@ atomically *before* checkpoint N, so a checkpoint never points at a missing side
 
 Atomicity: TF writes the data files under temporary names and updates the ``checkpoint`` index
 file by an atomic rename, so a kill at any moment leaves the previous checkpoint loadable. If the
-newest checkpoint is unreadable anyway (a damaged disk), older ones are tried before giving up.
+newest checkpoint is unreadable anyway (a damaged disk), older ones are tried before giving up, and
+one warning line names each checkpoint passed over and why. Only the errors a damaged file raises
+are caught; anything else (``MemoryError``, a bug) propagates.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import glob
 import json
 import os
 import re
+import zipfile
 from typing import Any, Callable
 
 import numpy as np
@@ -123,14 +126,21 @@ class Checkpointer:
         if not candidates:
             return None
         errors = []
+        damaged = (self._tf.errors.OpError, OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
         for path in candidates:
             try:
                 self._restore_one(path)
-                return path
             except UserError:
                 raise
-            except Exception as e:  # a damaged checkpoint: try the previous one
-                errors.append(f"{os.path.basename(path)}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            except damaged as e:  # a damaged checkpoint: try the previous one
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                errors.append(f"{os.path.basename(path)}: {type(e).__name__}: {first}")
+                continue
+            if errors:
+                from tf_rlnas.core.logging import say
+                say(f"warning: restored {os.path.basename(path)}; passed over the damaged newer "
+                    f"checkpoint(s) {'; '.join(errors)}")
+            return path
         raise UserError(f"no readable checkpoint in {self.restore_directory} ({'; '.join(errors)})")
 
     def numbers(self) -> list[int]:

@@ -2,11 +2,13 @@
 
 An algorithm hands over a ``tf.Module`` whose signatures are ``@tf.function(input_signature=...)``
 methods, plus example inputs and the outputs the live model gives for them. The module is saved
-to a temporary folder beside the target and renamed into the next free version (an existing
-version is never overwritten), then reloaded and every signature is called on the examples and
-compared with the live outputs - by BOTH loaders: TF2 object loading (``tf.saved_model.load``) and
-the TF1 graph loader in a ``tf.compat.v1.Session``, the path of TensorFlow Serving's C++ loader
-and of ``saved_model_cli run``.
+to a temporary folder beside the target (a dot-name TF Serving ignores), reloaded there and every
+signature is called on the examples and compared with the live outputs - by BOTH loaders: TF2
+object loading (``tf.saved_model.load``) and the TF1 graph loader in a ``tf.compat.v1.Session``,
+the path of TensorFlow Serving's C++ loader and of ``saved_model_cli run``. Only a folder that
+passed both is renamed into the next free version (an existing version is never overwritten); a
+failure removes the temporary folder, so a broken model is never published as the highest
+version that TF Serving (``--model_base_path``) would pick up by itself.
 
 Why the module tracks raw ``tf.Variable``s: a Keras 3 variable is a wrapper object around a
 ``tf.Variable``. ``tf.saved_model.save`` writes the wrapper into the object graph (so TF2 loading
@@ -74,8 +76,12 @@ def track_raw_variables(module) -> int:
     return len(raw)
 
 
-def save_versioned(module, signatures: Mapping[str, object], root: str, name: str) -> str:
-    """Save ``module`` as the next version under ``root/name``; return the version folder."""
+def publish(module, signatures: Mapping[str, object], root: str, name: str,
+            examples: Mapping[str, dict], expected: Mapping[str, dict], atol: float = 1e-5) -> str:
+    """Save ``module`` to a temporary folder under ``root/name``, :func:`verify` it there and only
+    then rename it into the next free version; returns the version folder. Any failure (saving,
+    verification, an interrupt) removes the temporary folder and leaves the published versions as
+    they were."""
     import tensorflow as tf
 
     track_raw_variables(module)
@@ -87,15 +93,19 @@ def save_versioned(module, signatures: Mapping[str, object], root: str, name: st
         raise UserError(f"cannot create export folder {model_dir}: {e.strerror}") from None
     tmp = os.path.join(model_dir, f".tmp-export-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tf.saved_model.save(module, tmp, signatures=dict(signatures))
-    while True:
-        target = os.path.join(model_dir, str(next_version(model_dir)))
-        try:
-            os.rename(tmp, target)  # fails if target exists (non-empty dir): never overwrite
-            return target
-        except OSError:
-            if not os.path.exists(target):
-                raise
+    try:
+        tf.saved_model.save(module, tmp, signatures=dict(signatures))
+        verify(tmp, examples, expected, atol)
+        while True:
+            target = os.path.join(model_dir, str(next_version(model_dir)))
+            try:
+                os.rename(tmp, target)  # fails if target exists (non-empty dir): never overwrite
+                return target
+            except OSError:
+                if not os.path.exists(target):
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_tf1(path: str, signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -114,11 +124,18 @@ def run_tf1(path: str, signature: str, inputs: Mapping[str, np.ndarray]) -> dict
     return dict(zip(names, values))
 
 
+class VerificationError(UserError):
+    """An exported signature does not reproduce the live model: nothing was published. One line like
+    a user error, but exit code 1: the fault is ours, not the input's."""
+
+    exit_code = 1
+
+
 def _check(where: str, sig: str, key: str, got: np.ndarray, want: np.ndarray, atol: float) -> None:
     if got.shape != np.shape(want) or not np.allclose(got, want, atol=atol):
         diff = np.max(np.abs(got - want)) if got.shape == np.shape(want) else f"shape {got.shape} vs {np.shape(want)}"
-        raise RuntimeError(f"exported signature {sig}:{key} differs from the live model in the {where} "
-                           f"(max abs diff {diff})")
+        raise VerificationError(f"exported signature {sig}:{key} differs from the live model in the {where} "
+                           f"(max abs diff {diff}); nothing was exported")
 
 
 def verify(path: str, examples: Mapping[str, dict], expected: Mapping[str, dict], atol: float = 1e-5) -> None:

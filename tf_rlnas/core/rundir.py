@@ -28,6 +28,9 @@ def saved_config(run_dir: str) -> tuple[str, dict] | None:
     algo = data.pop("algo", None)
     if not isinstance(algo, str):
         raise UserError(f"{path} names no algorithm ('algo' key): the run directory is damaged")
+    from tf_rlnas import registry
+    if algo in registry.ALGOS:  # a run of an earlier version: keys removed since are dropped
+        data = C.drop_removed(registry.get(algo).load("config"), data)
     return algo, data
 
 
@@ -98,6 +101,27 @@ def remove_if_empty(run_dir: str) -> None:
         os.rmdir(run_dir)
     except OSError:
         pass
+
+
+def remove_new_entries(run_dir: str, before: set[str] | None) -> None:
+    """Undo a new run that was refused before its first checkpoint: remove what it wrote in
+    ``run_dir`` (every entry not in ``before``, the listing taken before it started; None: the run
+    created the folder, which goes too)."""
+    import shutil
+
+    if not os.path.isdir(run_dir):
+        return
+    for entry in set(os.listdir(run_dir)) - (before or set()):
+        path = os.path.join(run_dir, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+    if before is None:
+        remove_if_empty(run_dir)
 
 
 def write_config(run_dir: str, algo: str, cfg: Any) -> None:

@@ -28,14 +28,26 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def configure_threads(intra: int, inter: int) -> None:
-    """Set TF thread pools (must run before TF executes its first op)."""
+def configure_threads(intra: int, inter: int) -> list[str]:
+    """Set TF thread pools (possible only before TF executes its first op). Once TF runs, a request
+    that differs from its pools cannot take effect: one warning line says so (returned too)."""
     import tensorflow as tf
 
-    try:
-        if intra:
-            tf.config.threading.set_intra_op_parallelism_threads(intra)
-        if inter:
-            tf.config.threading.set_inter_op_parallelism_threads(inter)
-    except RuntimeError:
-        pass  # TF already initialised in this process (tests): keep its pools
+    from tf_rlnas.core.logging import say
+
+    t = tf.config.threading
+    ignored = []
+    for key, want, get, put in (("intra_op_threads", intra, t.get_intra_op_parallelism_threads,
+                                 t.set_intra_op_parallelism_threads),
+                                ("inter_op_threads", inter, t.get_inter_op_parallelism_threads,
+                                 t.set_inter_op_parallelism_threads)):
+        if not want or get() == want:
+            continue
+        try:
+            put(want)
+        except RuntimeError:  # TF already initialised in this process (tests, a notebook)
+            ignored.append(f"run.{key}={want} (in use: {get() or 'TF default'})")
+    if ignored:
+        say(f"warning: TensorFlow already runs in this process, so its thread pools stay as they are: "
+            f"ignored {', '.join(ignored)}")
+    return ignored

@@ -129,6 +129,12 @@ class Trainer:
     def export_spec(self) -> ExportSpec:
         raise NotImplementedError
 
+    @classmethod
+    def cannot_evaluate(cls, cfg: Any) -> str | None:
+        """Why a run of this config has nothing to evaluate (``tf_rlnas evaluate`` then refuses with
+        this line before building anything), or None."""
+        return None
+
     def video_source(self) -> VideoSource:
         from tf_rlnas.errors import UserError
         raise UserError(f"'{self.algo}' has no environment episodes to render as video")
@@ -191,6 +197,13 @@ class Trainer:
                 from tf_rlnas.core.distribute import NullLogger
                 self._logger = NullLogger()
         return self._logger
+
+    def close(self) -> None:
+        """Release what the trainer holds open (TensorBoard writer; subclasses: env processes). The
+        CLI calls it whatever happened; safe to call twice."""
+        if self._logger is not None:
+            self._logger.close()
+            self._logger = None
 
     def restore(self, number: int | None = None) -> str | None:
         """Restore the newest readable checkpoint (None when there is none), or that of iteration ``number``."""

@@ -57,6 +57,8 @@ class PixelWrapper(gym.Wrapper):
         self.size, self.repeat = int(size), int(action_repeat)
         fast_mujoco_rendering(env)
         self.observation_space = gym.spaces.Box(0, 255, (self.size, self.size, 3), np.uint8)
+        limit = env.spec.max_episode_steps if env.spec is not None else None
+        self.max_agent_steps = -(-int(limit) // self.repeat) if limit else None  # None: no time limit known
 
     def _image(self) -> np.ndarray:
         return _resize(np.asarray(self.env.render(), np.uint8), self.size)
@@ -99,6 +101,8 @@ class DMCEnv(gym.Env):
         self.action_space = gym.spaces.Box(spec.minimum.astype(np.float32), spec.maximum.astype(np.float32),
                                            dtype=np.float32)
         self.observation_space = gym.spaces.Box(0, 255, (self.size, self.size, 3), np.uint8)
+        limit = getattr(self._env, "_step_limit", None)  # time limit / control timestep (inf: none)
+        self.max_agent_steps = -(-int(limit) // self.repeat) if limit is not None and np.isfinite(limit) else None
 
     def _image(self) -> np.ndarray:
         return self._env.physics.render(self.size, self.size, camera_id=self.camera)
@@ -148,6 +152,7 @@ class PointReach(gym.Env):
         self._background = np.full((self.size, self.size, 3), 24, np.uint8)
         self._background[..., 1] += self._disc(self.goal, 0.12, 140)
         self.p, self.v, self.t = np.zeros(2), np.zeros(2), 0
+        self.max_agent_steps = -(-self.max_steps // self.repeat)
 
     def _disc(self, c, radius, value) -> np.ndarray:
         d2 = (self._xx - c[0]) ** 2 + (self._yy - c[1]) ** 2
@@ -183,8 +188,10 @@ def make_pixel_env(name: str, size: int = 64, action_repeat: int = 0, kwargs: di
     kwargs = dict(kwargs or {})
     configure_offscreen_rendering()  # MUJOCO_GL=osmesa without a display (apt libosmesa6); egl works too
     if name == "point_reach":
+        _check_kwargs(name, kwargs, ("max_steps",))
         return PointReach(size, action_repeat or 2, **kwargs)
     if name.startswith("dmc:"):
+        _check_kwargs(name, kwargs, ("camera",))
         return DMCEnv(name[4:], size, action_repeat or None, **kwargs)
     from tf_rlnas.envs.factory import make_env
 
@@ -197,32 +204,67 @@ def make_pixel_env(name: str, size: int = 64, action_repeat: int = 0, kwargs: di
     return PixelWrapper(env, size, action_repeat or 1)
 
 
+def _check_kwargs(name: str, kwargs: dict, accepted: tuple[str, ...]) -> None:
+    from tf_rlnas.errors import UserError
+
+    bad = sorted(set(kwargs) - set(accepted))
+    if bad:
+        raise UserError(f"env.kwargs key '{bad[0]}' is not accepted by '{name}' (it takes: "
+                        f"{', '.join(accepted)})")
+
+
 # ---- an env in a spawned process ------------------------------------------------------------------
 
 def _serve(conn, spec: dict) -> None:
-    env = make_pixel_env(**spec)
+    """The env process: answers ("ok", result) or ("error", (is_user_error, reason)) - never a
+    traceback on the terminal; the parent raises the reason as one line."""
+    env = None
     try:
+        from tf_rlnas.errors import UserError
+
+        try:
+            env = make_pixel_env(**spec)
+        except Exception as e:  # noqa: BLE001 - every cause travels to the parent as one line
+            conn.send(("error", (isinstance(e, UserError), _reason(e))))
+            return
         while True:
             cmd, arg = conn.recv()
             if cmd == "close":
                 return
-            if cmd == "reset":
-                conn.send(env.reset(seed=arg))
-            elif cmd == "step":
-                obs, r, term, trunc, _ = env.step(arg)
-                conn.send((obs, r, term, trunc))
-            elif cmd == "spaces":
-                conn.send((env.observation_space, env.action_space))
-    except (EOFError, KeyboardInterrupt):
+            try:
+                if cmd == "reset":
+                    out = env.reset(seed=arg)
+                elif cmd == "step":
+                    obs, r, term, trunc, _ = env.step(arg)
+                    out = (obs, r, term, trunc)
+                elif cmd == "spaces":
+                    out = (env.observation_space, env.action_space, getattr(env, "max_agent_steps", None))
+                else:
+                    raise ValueError(f"unknown command {cmd!r}")
+            except Exception as e:  # noqa: BLE001
+                conn.send(("error", (False, _reason(e))))
+                return
+            conn.send(("ok", out))
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
         pass
     finally:
-        env.close()
+        if env is not None:
+            env.close()
         conn.close()
+
+
+def _reason(e: BaseException) -> str:
+    from tf_rlnas.errors import UserError
+
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text if isinstance(e, UserError) else f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 class ProcessEnv:
     """``make_pixel_env(**spec)`` in a spawned process: reset(seed) / step(action) / close().
-    An error inside the env process surfaces as a RuntimeError here, not as a hang."""
+    An error inside the env process surfaces here as one line carrying its reason (a
+    :class:`UserError` for bad input such as an unknown env id or keyword, else a RuntimeError),
+    not as a child's traceback or a hang."""
 
     def __init__(self, spec: dict):
         import multiprocessing as mp
@@ -232,14 +274,26 @@ class ProcessEnv:
         self._proc = ctx.Process(target=_serve, args=(child, spec), daemon=True)
         self._proc.start()
         child.close()
-        self.observation_space, self.action_space = self._call("spaces", None)
+        try:
+            self.observation_space, self.action_space, self.max_agent_steps = self._call("spaces", None)
+        except BaseException:
+            self.close()
+            raise
 
     def _call(self, cmd, arg):
         try:
             self._conn.send((cmd, arg))
-            return self._conn.recv()
+            status, out = self._conn.recv()
         except (EOFError, OSError, BrokenPipeError):
+            self._proc.join(timeout=5)
             raise RuntimeError(f"the environment process died (exit code {self._proc.exitcode})") from None
+        if status == "error":
+            user, reason = out
+            if user:
+                from tf_rlnas.errors import UserError
+                raise UserError(reason)
+            raise RuntimeError(f"the environment process failed: {reason}")
+        return out
 
     def reset(self, seed=None):
         return self._call("reset", seed)

@@ -455,6 +455,14 @@ class EnasTrainer(Trainer):
                 atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))
         return summary
 
+    @classmethod
+    def cannot_evaluate(cls, cfg) -> str | None:
+        if cfg.mode != "fixed":
+            return ("evaluate needs a fixed-architecture ENAS run (mode: fixed); a search run's result is its "
+                    "architecture.json ('tf_rlnas derive RUN' rebuilds it from a checkpoint): retrain it with "
+                    "--config <dataset>_fixed --set fixed.arc_file=RUN/architecture.json")
+        return None
+
     def evaluate(self, episodes=None) -> dict[str, float]:
         if self.fixed:
             # (the validation images are part of the full training split in fixed mode)

@@ -30,8 +30,9 @@ class MAMLEnv:
 
 @dataclasses.dataclass
 class MAMLPolicy:
-    distribution: Literal["auto", "normal", "categorical"] = option(
-        "auto", help="normal for continuous families, categorical for bandits and MDPs")
+    """The family decides the distribution: diagonal Gaussian for continuous families, categorical for
+    bandits and MDPs (a removed key ``policy.distribution`` chose nothing else)."""
+
     hidden: list[int] = option([100, 100], min=1, min_len=1, help="hidden layer sizes")
     activation: Literal["relu", "tanh"] = option("relu")
     min_std: float = option(1e-6, gt=0.0, help="floor of the Gaussian std")
@@ -84,12 +85,12 @@ class MAMLConfig:
     maml: MAMLSection = dataclasses.field(default_factory=MAMLSection)
     train: MAMLTrain = dataclasses.field(default_factory=MAMLTrain)
 
+    # keys of earlier versions: refused with the reason in new input, dropped from saved run configs
+    REMOVED = {"policy.distribution": "the family decides the distribution (normal for continuous families, "
+                                      "categorical for bandit and tabular_mdp)"}
+
     def validate(self) -> None:
         discrete = self.env.family in DISCRETE
-        d = self.policy.distribution
-        if (d == "categorical" and not discrete) or (d == "normal" and discrete):
-            raise ConfigError(f"config key 'policy.distribution' = '{d}' does not fit family '{self.env.family}' "
-                              f"({'discrete' if discrete else 'continuous'} actions)")
         if self.maml.curvature_subsample > 1 and (self.maml.hvp != "analytic" or discrete):
             raise ConfigError(f"config key 'maml.curvature_subsample' = {self.maml.curvature_subsample} needs "
                               f"maml.hvp 'analytic' and a continuous family (got hvp '{self.maml.hvp}', family "

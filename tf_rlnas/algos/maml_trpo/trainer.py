@@ -107,6 +107,7 @@ class MAMLTrainer(Trainer):
         self.lrs = np.full(m.num_steps, m.fast_lr, np.float32)  # meta-training: alpha at every inner step
 
     def close(self) -> None:
+        super().close()
         for v in (self.venv, self.eval_venv):
             if v is not None and hasattr(v, "close"):
                 v.close()

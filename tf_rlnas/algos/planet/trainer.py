@@ -49,6 +49,8 @@ class PlanetTrainer(Trainer):
         in_process = e.process == "no" or (e.process == "auto" and e.name == "point_reach")
         try:
             return make_pixel_env(**self.env_spec()) if in_process else ProcessEnv(self.env_spec())
+        except UserError as err:
+            raise UserError(f"cannot make pixel environment '{e.name}': {str(err).removeprefix('error: ')}") from None
         except RuntimeError as err:
             raise UserError(f"cannot make pixel environment '{e.name}': {err}") from None
 
@@ -60,6 +62,13 @@ class PlanetTrainer(Trainer):
             raise UserError(f"env '{cfg.env.name}' needs a Box action space of rank 1, got {space}")
         self.low, self.high = space.low.astype(np.float32), space.high.astype(np.float32)
         self.act_dim = int(space.shape[0])
+        # checked before anything is written (seed episodes, config.yaml): an episode has at most
+        # max_agent_steps + 1 entries (see replay/episodes.py), and a chunk must fit in one
+        longest = getattr(self.env, "max_agent_steps", None)
+        if longest is not None and longest + 1 < cfg.train.chunk:
+            raise UserError(f"config key 'train.chunk' ({cfg.train.chunk}) is longer than any episode of "
+                            f"'{cfg.env.name}' can be ({longest} agent steps + 1 at action repeat "
+                            f"{cfg.env.action_repeat or 'default'}): lower train.chunk or raise the episode length")
         self.dirs = {"train": os.path.join(self.run_dir, "train_episodes"),
                      "test": os.path.join(self.run_dir, "test_episodes")}
         for d in self.dirs.values():
@@ -67,6 +76,11 @@ class PlanetTrainer(Trainer):
                 raise UserError(f"episode directory {d} exists and is not a directory")
         s = derive_seeds(cfg.run.seed, 4, salt=41)
         self.agent = PlanetAgent(cfg, self.act_dim, s[0], self.strategy)
+        # init.from_run is read (and refused if unusable) now, before anything is written; it is
+        # applied when restore() finds no checkpoint of this run
+        from tf_rlnas.core.rundir import has_checkpoint
+        self._init_source = (self.load_init_source(cfg.init.from_run)
+                             if cfg.init.from_run and not has_checkpoint(self.run_dir) else None)
         t = cfg.train
         size = cfg.env.image_size
         # multi-worker: each worker's pipeline gives its share of the global batch, from its own
@@ -94,6 +108,7 @@ class PlanetTrainer(Trainer):
         self._ol_iter = None            # test chunks for the open-loop images (made on first use)
 
     def close(self) -> None:
+        super().close()
         if hasattr(self, "env") and hasattr(self.env, "close"):
             self.env.close()
 
@@ -269,10 +284,9 @@ class PlanetTrainer(Trainer):
             self.init_from_run(self.cfg.init.from_run)
         return path
 
-    def init_from_run(self, source: str) -> dict:
-        """Load the latest checkpoint of run ``source`` into a fresh agent built from that run's
-        config, then copy every variable whose path matches an include regex and no exclude regex
-        (and whose shape fits) into this run's agent. Returns and saves the report."""
+    def load_init_source(self, source: str) -> tuple[PlanetAgent, str]:
+        """(an agent holding run ``source``'s latest checkpoint, that checkpoint's path); one error
+        line when ``source`` is not a readable PlaNet run of an env with this run's action size."""
         from tf_rlnas import config as C
         from tf_rlnas.algos.planet.config import PlanetConfig
 
@@ -288,6 +302,14 @@ class PlanetTrainer(Trainer):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"init.from_run '{source}' does not match this run (not a PlaNet run of an env with "
                             f"{self.act_dim}-dim actions?): {first}") from None
+        return src, ckpt
+
+    def init_from_run(self, source: str) -> dict:
+        """Copy from run ``source``'s latest checkpoint (read at build time) every variable whose path
+        matches an include regex and no exclude regex (and whose shape fits) into this run's agent.
+        Returns and saves the report."""
+        src, ckpt = self._init_source or self.load_init_source(source)
+        self._init_source = None
         theirs, ours = src.named_variables(), self.agent.named_variables()
         inc = [re.compile(p) for p in self.cfg.init.include]
         exc = [re.compile(p) for p in self.cfg.init.exclude]

@@ -56,9 +56,18 @@ class SACTrainer(Trainer):
         self._window = (time.perf_counter(), 0, 0)  # (t, env steps, updates) at the last log
         self._pending_updates = 0.0
         self._updated = False
+        # the best evaluation's return travels WITH its weights: a crash between a best save and the
+        # next regular checkpoint must not lower best_eval on resume (see restore)
+        self._best_return = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best_return")
         self.best = tf.train.CheckpointManager(
-            tf.train.Checkpoint(actor=self.learner.actor, critic=self.learner.critic),
+            tf.train.Checkpoint(actor=self.learner.actor, critic=self.learner.critic, best_return=self._best_return),
             os.path.join(self.run_dir, "checkpoints", "best"), max_to_keep=1)
+
+    def close(self) -> None:
+        super().close()
+        venv, self.venv = getattr(self, "venv", None), None
+        if venv is not None:
+            venv.close()
 
     def _make_env(self, seed: int):
         c = self.cfg.env
@@ -100,6 +109,19 @@ class SACTrainer(Trainer):
         self._pending_updates = float(s["pending_updates"])
         self.venv.set_attr("tf_rlnas_rng", list(s["envs"]))
         self._obs = None  # fresh episodes, from the restored RNG streams
+
+    def restore(self, number: int | None = None) -> str | None:
+        """The regular checkpoint, then best_eval = max(its best_eval, the return stored with
+        ``checkpoints/best``): the best checkpoint may be newer than the last regular one."""
+        path = super().restore(number)
+        best = self.best.latest_checkpoint
+        if best is not None:
+            try:
+                stored = float(tf.train.load_variable(best, "best_return/.ATTRIBUTES/VARIABLE_VALUE"))
+            except (tf.errors.OpError, ValueError):  # a best checkpoint from before the return was stored
+                stored = -np.inf
+            self.best_eval = max(self.best_eval, stored)
+        return path
 
     def arrays(self) -> dict:
         return {f"replay_{k}": v for k, v in self.buffer.state().items()}
@@ -203,6 +225,7 @@ class SACTrainer(Trainer):
         ev = self.evaluate()
         if ev["eval/return"] > self.best_eval:
             self.best_eval = ev["eval/return"]
+            self._best_return.assign(self.best_eval)
             self.best.save(checkpoint_number=self.env_steps)
         ev["eval/best_return"] = self.best_eval
         return ev

@@ -1,0 +1,300 @@
+"""Reliability: an export is published only after it verifies; a refused command leaves no run
+directory behind (every algorithm, every stage that can refuse); SAC's best checkpoint survives a
+crash between a best save and the next regular checkpoint; ACE's causal weights recover a known
+causal structure through the training loop; `evaluate` of a run with nothing to evaluate is one
+line; thread settings that cannot take effect say so; removed config keys; `bench` of every
+algorithm runs and prints figures."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import tb_scalars
+from test_cli import snapshot
+from tf_rlnas import config as C
+from tf_rlnas.cli import main
+
+
+def _err_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def _empty_or_absent(path) -> bool:
+    return not os.path.exists(path) or os.listdir(path) == []
+
+
+# ---- 1. export: verify, then publish -----------------------------------------------------------
+
+def test_export_that_fails_verification_publishes_nothing(tmp_path, capsys, monkeypatch):
+    from tf_rlnas.algos.reinforce.trainer import ReinforceTrainer
+
+    run, out = str(tmp_path / "run"), str(tmp_path / "sm")
+    assert main(["train", "reinforce", "--config", "smoke", "--run-dir", run, "--no-progress"]) == 0
+    assert main(["export", run, "--out", out]) == 0
+    model_dir = os.path.join(out, "run")
+    assert os.listdir(model_dir) == ["1"]
+    v1 = snapshot(os.path.join(model_dir, "1"))
+    capsys.readouterr()
+
+    honest = ReinforceTrainer.export_spec
+
+    def lying_spec(self):  # the live model "says" something else than what was saved
+        spec = honest(self)
+        sig = "serving_default"
+        spec.expected[sig] = {k: v + 0.5 for k, v in spec.expected[sig].items()}
+        return spec
+    monkeypatch.setattr(ReinforceTrainer, "export_spec", lying_spec)
+    code = main(["export", run, "--out", out])
+    err = _err_lines(capsys)
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith("error: exported signature serving_default:") and "nothing was exported" in err[0]
+    assert os.listdir(model_dir) == ["1"]  # no version 2, no temporary folder left
+    assert snapshot(os.path.join(model_dir, "1")) == v1  # the previous version untouched
+    monkeypatch.setattr(ReinforceTrainer, "export_spec", honest)
+    assert main(["export", run, "--out", out]) == 0
+    assert sorted(os.listdir(model_dir)) == ["1", "2"]
+
+
+# ---- 2. a refused command leaves no run directory behind ---------------------------------------
+
+PLANET = ["--config", "point_reach", "--config", "smoke"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    # refused while the config resolves (before TensorFlow)
+    (["train", "sac", "--set", "train.nope=1"], "train.nope"),
+    (["train", "maml_trpo", "--set", "policy.distribution=normal"], "was removed"),
+    # refused while the trainer builds (environments, data, a pretrained source)
+    (["train", "sac", "--set", "env.id=NoSuchEnv-v0"], "NoSuchEnv-v0"),
+    (["train", "ace", "--set", "env.id=Pendulum-v1", "--set", "env.kwargs.zeta=1"], "zeta"),
+    (["train", "enas", "--set", "data.dataset=fashion_mnist", "--set", "data.data_dir=/no/such/idx"],
+     "/no/such/idx"),
+    (["train", "planet", *PLANET, "--set", "train.chunk=1000"], "train.chunk"),
+    (["train", "planet", *PLANET, "--set", "init.from_run=/no/such/run"], "init.from_run"),
+    (["train", "planet", *PLANET, "--set", "env.name=no_such_env"], "no_such_env"),
+])
+def test_refused_input_leaves_no_run_directory(tmp_path, capsys, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    code = main(argv + ["--run-dir", str(run), "--no-progress"])
+    err = _err_lines(capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert _empty_or_absent(run), os.listdir(run)
+    assert os.listdir(tmp_path) == ["run"] if run.exists() else os.listdir(tmp_path) == []
+
+
+def test_a_refusal_during_training_before_the_first_checkpoint_is_undone(tmp_path, capsys, monkeypatch):
+    """What cannot be checked before writing (e.g. PlaNet episodes that terminate early, shorter than
+    a chunk) is refused during fit: the new run's files go again, a folder's earlier content stays."""
+    from tf_rlnas.algos.reinforce.trainer import ReinforceTrainer
+    from tf_rlnas.errors import UserError
+
+    def refuse(self):
+        raise UserError("refused on the way")
+    monkeypatch.setattr(ReinforceTrainer, "train_iteration", refuse)
+    fresh = tmp_path / "fresh"
+    assert main(["train", "reinforce", "--config", "smoke", "--run-dir", str(fresh), "--no-progress"]) == 2
+    assert not fresh.exists()
+    # a folder that existed (empty but for another worker's folder) keeps what it had
+    early = tmp_path / "early"
+    (early / "workers").mkdir(parents=True)
+    assert main(["train", "reinforce", "--config", "smoke", "--run-dir", str(early), "--no-progress"]) == 2
+    assert os.listdir(early) == ["workers"]
+    assert [e for e in _err_lines(capsys) if e.startswith("error:")] == ["error: refused on the way"] * 2
+    # the corrected command then starts without complaint
+    monkeypatch.undo()
+    assert main(["train", "reinforce", "--config", "smoke", "--run-dir", str(fresh), "--no-progress"]) == 0
+
+
+def test_planet_env_errors_are_one_line_with_the_childs_reason(tmp_path, capsys):
+    pytest.importorskip("dm_control")
+    cases = [(["--set", "env.name=no_such_env"], r"no_such_env.*doesn't exist"),
+             (["--set", "env.name=dmc:cartpole-swingup"], r"env\.kwargs key 'max_steps' is not accepted by "
+                                                          r"'dmc:cartpole-swingup'")]
+    for sets, pattern in cases:
+        run = tmp_path / "r"
+        code = main(["train", "planet", *PLANET, *sets, "--run-dir", str(run), "--no-progress"])
+        captured = capsys.readouterr()
+        err = [line for line in captured.err.splitlines() if line.strip()]
+        assert code == 2 and len(err) == 1 and re.search(pattern, err[0]), err
+        assert "Traceback" not in captured.err + captured.out
+        assert _empty_or_absent(run)
+    # and an error after start-up (a bad action for the env) carries the child's reason too
+    from tf_rlnas.envs.pixels import ProcessEnv
+    env = ProcessEnv({"name": "dmc:cartpole-swingup"})
+    try:
+        env.reset(seed=0)
+        with pytest.raises(RuntimeError, match=r"environment process failed: \w+"):
+            env.step(np.zeros(7, np.float32))  # cartpole has 1 action
+    finally:
+        env.close()
+
+
+# ---- 4. ACE's causal weights on a known causal structure, through the training loop ------------
+
+class KnownCausal(gym.Env):
+    """3-D observations drawn uniformly each step, 2-D actions; reward = 2 a0 - a1 + 0.5 s0 + small
+    uniform noise: the reward row of the true causal graph has effects (2, -1) for the actions (and
+    0.5 for an observation column, which must not leak into the action weights)."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+        self.action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+        self._s = np.zeros(3, np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._s = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        return self._s, {}
+
+    def step(self, a):
+        a = np.asarray(a, np.float64)
+        r = 2.0 * a[0] - 1.0 * a[1] + 0.5 * self._s[0] + 0.1 * self.np_random.uniform(-1, 1)
+        self._s = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        return self._s, float(r), False, False, {}
+
+
+def test_ace_causal_weights_recover_a_known_structure_and_set_the_reset_factor(tmp_path):
+    from tf_rlnas.algos.ace.causal import causal_weights
+    from tf_rlnas.algos.ace.config import ACEConfig
+    from tf_rlnas.algos.ace.learner import perturb_factor
+    from tf_rlnas.algos.ace.trainer import ACETrainer
+
+    if "tf_rlnas_test/KnownCausal-v0" not in gym.registry:
+        gym.register("tf_rlnas_test/KnownCausal-v0", entry_point=KnownCausal, max_episode_steps=50)
+    sets = ["env.id=tf_rlnas_test/KnownCausal-v0", "agent.actor_hidden=[32,32]", "agent.critic_hidden=[32,32]",
+            "train.batch_size=32", "train.start_steps=400", "train.total_env_steps=600", "train.eval_every=0",
+            "train.eval_episodes=1", "run.checkpoint_every=10000", "run.log_every=50",
+            "ace.causal_sample_size=300", "ace.causal_sample_interval=300", "ace.reset_start=0",
+            "ace.reset_interval=100", "ace.reset_mode=causal_reset"]
+    run = str(tmp_path / "ace")
+    tr = ACETrainer(C.resolve(ACEConfig, [], sets), run)
+    tr.fit(progress=False)
+    tags = tb_scalars(os.path.join(run, "tb"))
+    # the first fit (300 env steps, all uniform random actions) against the true effects
+    true = np.array([2.0, -1.0])
+    want = np.exp(true) / np.exp(true).sum() * 2  # softmax * |A| = [1.905, 0.095]
+    got = np.array([dict(tags[f"ace/causal_weight_{i}"])[300] for i in range(2)])
+    np.testing.assert_allclose(got, want, atol=0.03)
+    # the raw effects the loop's buffer gives: actions (2, -1) recovered, the observation's 0.5 kept out
+    d = tr.obs_dim
+    x = tr.local[: tr.local_size]
+    _, raw, _ = causal_weights(x[:, :d], x[:, d:d + tr.act_dim], x[:, -1])
+    assert x.shape == (300, 3 + 2 + 1)
+    # the buffer now holds steps 301-600 (policy actions from 400 on): the reward equation still holds
+    np.testing.assert_allclose(x[:, -1], 2 * x[:, 3] - x[:, 4] + 0.5 * x[:, 0], atol=0.1 + 1e-5)
+    assert abs(raw[0] - 2.0) < 0.15 and abs(raw[1] + 1.0) < 0.15, raw
+    # resets at updates 100 and 200 (after the fit at 300 env steps): factor from the weights' spread
+    factors = [v for _, v in tags["ace/reset_factor"]]
+    w_now = tr.learner.causal_w.numpy()
+    assert len(factors) == 2 and tr.resets == 2
+    assert factors == [pytest.approx(perturb_factor("causal_reset", 0.0, w_now), abs=1e-6)] * 2
+    assert perturb_factor("causal_reset", 0.0, np.ones(2)) == pytest.approx(0.5)  # uniform weights: 0.5
+    assert factors[0] == pytest.approx(0.9)  # a spread of ~1.8: the clip's top, not the uniform 0.5
+
+
+# ---- 5. SAC: the best checkpoint survives a crash ----------------------------------------------
+
+def test_sac_best_eval_survives_a_crash_between_best_and_regular_checkpoint(tmp_path, monkeypatch):
+    from tf_rlnas.algos.sac.config import SACConfig
+    from tf_rlnas.algos.sac.trainer import SACTrainer
+
+    sets = ["env.id=Pendulum-v1", "agent.actor_hidden=[16]", "agent.critic_hidden=[16]", "train.batch_size=16",
+            "train.start_steps=50", "train.eval_every=100", "train.eval_episodes=1", "run.checkpoint_every=150",
+            "train.total_env_steps=400"]
+    run = str(tmp_path / "sac")
+    script = {100: -500.0, 200: -100.0}  # the evaluation at 200 is the best so far ...
+
+    def scripted(self, episodes=None):
+        return {"eval/return": script.get(self.env_steps, -1000.0)}
+    monkeypatch.setattr(SACTrainer, "evaluate", scripted)
+    honest = SACTrainer._evaluate_and_keep_best
+
+    def crash_after_200(self):
+        out = honest(self)
+        if self.env_steps == 200:
+            raise RuntimeError("killed")  # ... and the process dies before the next regular checkpoint
+        return out
+    monkeypatch.setattr(SACTrainer, "_evaluate_and_keep_best", crash_after_200)
+    first = SACTrainer(C.resolve(SACConfig, [], sets), run)
+    with pytest.raises(RuntimeError, match="killed"):
+        first.fit(progress=False)
+    best_ckpt = first.best.latest_checkpoint
+    best_actor = [v.numpy() for v in first.learner.actor.weights]
+    assert best_ckpt.endswith("ckpt-200") and first.checkpointer.numbers() == [150]
+    del first
+
+    monkeypatch.setattr(SACTrainer, "_evaluate_and_keep_best", honest)
+    script.update({200: -300.0, 300: -200.0})  # after the resume: worse than the real best (-100)
+    second = SACTrainer(C.resolve(SACConfig, [], sets), run)
+    second.restore()
+    assert second.env_steps == 150 and second.best_eval == -100.0  # the max of both checkpoints' records
+    second.fit(progress=False)
+    assert second.best.latest_checkpoint == best_ckpt  # not replaced by the worse -300 / -200
+    reader = tf.train.load_checkpoint(best_ckpt)
+    assert reader.get_tensor("best_return/.ATTRIBUTES/VARIABLE_VALUE") == -100.0
+    ckpt = tf.train.Checkpoint(actor=second.learner.actor)
+    ckpt.read(best_ckpt).expect_partial()
+    for a, b in zip(second.learner.actor.weights, best_actor):
+        np.testing.assert_array_equal(a.numpy(), b)
+
+
+# ---- 9. smaller ones ----------------------------------------------------------------------------
+
+def test_evaluate_of_an_enas_search_run_is_one_error_line(tmp_path, capsys):
+    run = str(tmp_path / "search")
+    assert main(["train", "enas", "--config", "smoke", "--set", "child.epochs=1", "--run-dir", run,
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    code = main(["evaluate", run])
+    out = capsys.readouterr()
+    err = [line for line in out.err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and "mode: fixed" in err[0] and out.out == "", (err, out.out)
+
+
+def test_thread_settings_that_cannot_take_effect_warn(capsys):
+    from tf_rlnas.core.seeding import configure_threads
+
+    tf.constant(1.0) + 1.0  # TF is running in this process
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    want = current + 3
+    ignored = configure_threads(want, 0)
+    out = capsys.readouterr().out
+    assert ignored == [f"run.intra_op_threads={want} (in use: {current or 'TF default'})"]
+    assert out.count("warning:") == 1 and f"run.intra_op_threads={want}" in out
+    assert configure_threads(0, 0) == [] and capsys.readouterr().out == ""  # nothing asked: nothing said
+
+
+def test_a_saved_maml_config_with_the_removed_distribution_key_still_resumes(tmp_path, capsys):
+    run = tmp_path / "maml"
+    assert main(["train", "maml_trpo", "--config", "smoke", "--set", "train.meta_iterations=1",
+                 "--run-dir", str(run), "--no-progress"]) == 0
+    cfg_file = run / "config.yaml"
+    text = cfg_file.read_text()
+    assert "distribution" not in text
+    cfg_file.write_text(text.replace("policy:\n", "policy:\n  distribution: auto\n", 1))  # an earlier version's
+    assert main(["train", "--run-dir", str(run), "--set", "train.meta_iterations=2", "--no-progress"]) == 0
+    assert "resuming" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("algo, argv", [
+    ("reinforce", ["--config", "smoke"]),
+    ("sac", ["--config", "smoke", "--set", "env.id=Pendulum-v1"]),
+    ("ace", ["--config", "smoke", "--set", "env.id=Pendulum-v1"]),
+    ("enas", ["--config", "smoke"]),
+    ("maml_trpo", ["--config", "smoke"]),
+    ("planet", ["--config", "point_reach", "--config", "smoke"]),
+])
+def test_bench_runs_for_every_algorithm_and_prints_rates(capsys, algo, argv):
+    assert main(["bench", algo, *argv, "--seconds", "0.3"]) == 0
+    out = capsys.readouterr().out
+    rates = [float(x) for x in re.findall(r"(\d+(?:\.\d+)?)\s*(?:[a-z]+/s|ms|s)\b", out)]
+    # MAML's table: the env steps/s column before "(N iterations)"
+    rates += [float(x.replace(",", "")) for x in re.findall(r"(\d[\d,]*)\s+\(\d+ iterations\)", out)]
+    assert rates and all(np.isfinite(r) and r > 0 for r in rates), out
