@@ -523,9 +523,14 @@ def test_fashion_mnist_idx_loader_and_errors(tmp_path):
         load_arrays("fashion_mnist", str(tmp_path))
     with pytest.raises(UserError, match="not found"):
         load_arrays("fashion_mnist", str(tmp_path / "absent"))
-    if os.path.isdir("/usr/share/datasets/fashion-mnist"):
-        real = load_arrays("fashion_mnist")
-        assert real.x_train.shape == (60000, 28, 28, 1) and real.x_test.shape == (10000, 28, 28, 1)
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+def test_fashion_mnist_real_debian_files_load():
+    real = load_arrays("fashion_mnist")
+    assert real.x_train.shape == (60000, 28, 28, 1) and real.x_test.shape == (10000, 28, 28, 1)
+    assert sorted(np.unique(real.y_test)) == list(range(10)) and np.bincount(real.y_test).min() == 1000
 
 
 def test_cifar10_through_tfds_mock_and_missing_data_error(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO, tb_scalars
 from tf_rlnas import config as C
 from tf_rlnas.cli import main
+from tf_rlnas.envs.video import offscreen_gl_backend
 
 CLI = [sys.executable, "-m", "tf_rlnas"]
 
@@ -291,14 +292,13 @@ def test_multi_worker_search(tmp_path):
 
 # ---- item 6: videos of evaluation episodes ---------------------------------------------------------
 
+@pytest.mark.skipif(offscreen_gl_backend() is None, reason="no OpenGL for offscreen rendering (no display, "
+                    "no OSMesa or EGL library: apt-get install libosmesa6)")
 def test_evaluate_video_writes_mp4_with_the_episode_frames(tmp_path, capsys):
-    import ctypes.util
     import json
 
     import imageio.v3 as iio
 
-    if not os.environ.get("DISPLAY") and not os.environ.get("MUJOCO_GL") and not ctypes.util.find_library("OSMesa"):
-        pytest.skip("no display and no OSMesa (apt-get install libosmesa6): MuJoCo cannot render offscreen")
     run = str(tmp_path / "ip")
     assert main(["train", "--config", os.path.join(REPO, "configs/reinforce/inverted_pendulum.yaml"),
                  "--set", "train.updates=2", "--set", "train.episodes_per_update=2", "--set", "train.eval_every=0",

@@ -32,6 +32,25 @@ def configure_offscreen_rendering() -> None:
         os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
+def offscreen_gl_backend() -> str | None:
+    """The OpenGL backend MuJoCo will render with here, found by looking for its library (no
+    rendering, no import of mujoco): "glfw" with a display, else the MUJOCO_GL the environment asks
+    for if its library exists, else "osmesa" or "egl" if installed; None when there is none (apt
+    libosmesa6 provides OSMesa)."""
+    import ctypes.util
+
+    libs = {"osmesa": "OSMesa", "egl": "EGL"}
+    asked = os.environ.get("MUJOCO_GL")
+    if asked in libs:
+        return asked if ctypes.util.find_library(libs[asked]) else None
+    if os.environ.get("DISPLAY"):
+        return "glfw"
+    for name, lib in libs.items():
+        if ctypes.util.find_library(lib):
+            return name
+    return None
+
+
 def fast_mujoco_rendering(env) -> None:
     """No shadows, no multisampling: both cost a lot with software OpenGL."""
     model = getattr(env.unwrapped, "model", None)

@@ -95,13 +95,20 @@ def load_episode(path: str) -> dict[str, np.ndarray] | None:
 
 
 class ChunkLoader:
-    """A generator of fixed-length chunks for ``tf.data.Dataset.from_generator``.
+    """Fixed-length chunks for ``tf.data.Dataset.from_generator``, one at a time on demand.
 
     Each round yields ``every`` chunks: half from episodes that appeared since the last scan
     ("recent"; as many as exist), the rest from the cache; then the recent episodes join the cache
     and the folder is rescanned. The cache is bounded by ``max_cache_steps`` env steps: the oldest
     episodes are evicted (the original's cache never evicted: 1e6 pixel steps is ~11 GB).
-    Episodes shorter than ``length`` are never sampled. Chunks start at uniformly random offsets."""
+    Episodes shorter than ``length`` are never sampled. Chunks start at uniformly random offsets.
+
+    The loader is a small state machine (:meth:`next_chunk`) whose whole state - RNG, which
+    episodes are cached / recent / seen, the position in the current round - is :meth:`state` /
+    :meth:`load_state` (episode names only; episode files never change once written), so a resumed
+    run continues the same chunk stream. :func:`chunk_dataset` reads it synchronously (no
+    prefetch): what a step trains on is decided when the step runs, not by a thread racing ahead of
+    the episodes the trainer writes."""
 
     def __init__(self, directory: str, length: int, every: int, seed: int, max_cache_steps: int = 100_000):
         self.directory, self.length, self.every = directory, int(length), int(every)
@@ -111,6 +118,9 @@ class ChunkLoader:
         self.seen: set[str] = set()        # paths read or skipped (corrupt files are warned once)
         self.recent: dict[str, dict] = {}
         self.stats = {"scans": 0, "recent_yields": 0, "cache_yields": 0, "evicted": 0}
+        self._round_recent: list[str] | None = None  # this round's picks from the recent episodes
+        self._round_pool: list[str] = []             # this round's pool for the random fill
+        self._pos = 0                                # chunks yielded in this round
 
     def cached_steps(self) -> int:
         return sum(len(e["reward"]) for e in self.cache.values())
@@ -139,27 +149,82 @@ class ChunkLoader:
         start = int(self.rng.integers(0, len(ep["reward"]) - self.length + 1))
         return {k: v[start:start + self.length] for k, v in ep.items()}
 
+    def _start_round(self) -> None:
+        self.scan()
+        recent = list(self.recent)
+        self._round_recent = [recent[i] for i in self.rng.permutation(len(recent))][: self.every // 2]
+        self._round_pool = list(self.cache) or recent
+        self._pos = 0
+
+    def _end_round(self) -> None:
+        self.cache.update(self.recent)
+        self.recent = {}
+        self._evict()
+        self._round_recent = None
+        if not self.cache:  # nothing long enough on disk yet
+            raise RuntimeError(f"no episode of >= {self.length} steps in {self.directory}")
+
+    def next_chunk(self) -> dict:
+        while True:
+            if self._round_recent is None:
+                self._start_round()
+            if self._pos < len(self._round_recent):
+                ep = self.recent[self._round_recent[self._pos]]
+                self.stats["recent_yields"] += 1
+            elif self._round_pool and self._pos < self.every:
+                path = self._round_pool[int(self.rng.integers(len(self._round_pool)))]
+                ep = self.cache[path] if path in self.cache else self.recent[path]
+                self.stats["cache_yields"] += 1
+            else:
+                self._end_round()
+                continue
+            self._pos += 1
+            return self._chunk(ep)
+
     def __call__(self) -> Iterator[dict]:
         while True:
-            self.scan()
-            index = 0
-            recent = list(self.recent.values())
-            for i in self.rng.permutation(len(recent)):
-                if index >= self.every // 2:
-                    break
-                yield self._chunk(recent[i])
-                self.stats["recent_yields"] += 1
-                index += 1
-            cached = list(self.cache.values()) or recent
-            while cached and index < self.every:
-                yield self._chunk(cached[int(self.rng.integers(len(cached)))])
-                self.stats["cache_yields"] += 1
-                index += 1
-            self.cache.update(self.recent)
-            self.recent = {}
-            self._evict()
-            if not self.cache:  # nothing long enough on disk yet
-                raise RuntimeError(f"no episode of >= {self.length} steps in {self.directory}")
+            yield self.next_chunk()
+
+    # ---- checkpoint ---------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Everything :meth:`next_chunk` depends on, by episode file name (JSON-able)."""
+        name = os.path.basename
+        return {"rng": self.rng.bit_generator.state, "seen": sorted(name(p) for p in self.seen),
+                "cache": [name(p) for p in self.cache], "recent": [name(p) for p in self.recent],
+                "round_recent": None if self._round_recent is None else [name(p) for p in self._round_recent],
+                "round_pool": [name(p) for p in self._round_pool], "pos": self._pos, "stats": dict(self.stats)}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from :meth:`state`: the cached and recent episodes are read again from the folder
+        (one warning line for each that is gone or damaged; it is then dropped)."""
+        path = lambda n: os.path.join(self.directory, n)  # noqa: E731
+        self.rng.bit_generator.state = state["rng"]
+        self.seen = {path(n) for n in state["seen"]}
+        loaded = {}
+        for n in dict.fromkeys(state["cache"] + state["recent"]):
+            ep = load_episode(path(n)) if os.path.exists(path(n)) else None
+            if ep is None and not os.path.exists(path(n)):
+                warn(f"episode {path(n)} of the checkpoint's loader state is gone; continuing without it")
+            if ep is not None:
+                loaded[n] = ep
+        self.cache = {path(n): loaded[n] for n in state["cache"] if n in loaded}
+        self.recent = {path(n): loaded[n] for n in state["recent"] if n in loaded}
+        rr = state["round_recent"]
+        self._round_recent = None if rr is None else [path(n) for n in rr if n in loaded]
+        self._round_pool = [path(n) for n in state["round_pool"] if n in loaded]
+        self._pos = int(state["pos"])
+        self.stats = dict(state["stats"])
+        if len(loaded) < len(dict.fromkeys(state["cache"] + state["recent"])):
+            self._round_recent = None  # episodes went missing: a new round (and scan) on the next chunk
+
+
+def episode_index(path: str) -> int | None:
+    """The writer's episode counter in a file name (see :func:`save_episode`), or None."""
+    try:
+        uid = os.path.basename(path).split("-")[1]
+        return int(uid[:12], 16) if len(uid) == 32 else None
+    except (IndexError, ValueError):
+        return None
 
 
 def chunk_dataset(directory: str, length: int, batch: int, image_size: int, act_dim: int, seed: int,
@@ -169,6 +234,8 @@ def chunk_dataset(directory: str, length: int, batch: int, image_size: int, act_
     import tensorflow as tf
 
     loader = ChunkLoader(directory, length, every or batch * 10, seed, max_cache_steps)
+    # read synchronously: no prefetch (and none injected by tf.data's optimiser), so the loader's
+    # state at a checkpoint is exactly what the steps so far consumed
     sig = {"image": tf.TensorSpec([length, image_size, image_size, 3], tf.uint8),
            "action": tf.TensorSpec([length, act_dim], tf.float32),
            "reward": tf.TensorSpec([length], tf.float32),
@@ -179,5 +246,9 @@ def chunk_dataset(directory: str, length: int, batch: int, image_size: int, act_
             yield {"image": c["image"], "action": c["action"].astype(np.float32),
                    "reward": c["reward"].astype(np.float32), "discount": c["discount"].astype(np.float32)}
 
-    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
-    return ds.batch(batch, drop_remainder=True).prefetch(2), loader
+    ds = tf.data.Dataset.from_generator(gen, output_signature=sig).batch(batch, drop_remainder=True)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.experimental_optimization.inject_prefetch = False
+    options.deterministic = True
+    return ds.with_options(options), loader

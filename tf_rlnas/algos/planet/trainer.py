@@ -31,7 +31,8 @@ from tf_rlnas.core.trainer import ExportSpec, Trainer
 from tf_rlnas.distributions import scale_action
 from tf_rlnas.envs.pixels import ProcessEnv, make_pixel_env
 from tf_rlnas.errors import UserError
-from tf_rlnas.replay.episodes import chunk_dataset, episode_length, readable_episodes, save_episode
+from tf_rlnas.replay.episodes import (chunk_dataset, episode_index, episode_length, list_episodes, readable_episodes,
+                                     save_episode)
 
 
 class PlanetTrainer(Trainer):
@@ -119,11 +120,35 @@ class PlanetTrainer(Trainer):
         return {"agent": tf.train.Checkpoint(**self.agent.trackables())}
 
     def python_state(self) -> dict:
-        return {"episodes": dict(self.episodes), "env_steps": self.env_steps}
+        # the chunk loaders' state, keyed by this process's role: a multi-worker worker restores the
+        # chief's checkpoint and must not take over the chief's loader (its own seed, its own stream)
+        loaders = {self.task_name: {"train": self.train_loader.state(), "test": self.test_loader.state()}}
+        return {"episodes": dict(self.episodes), "env_steps": self.env_steps, "loaders": loaders}
 
     def set_python_state(self, state: dict) -> None:
         self.episodes = dict(state["episodes"])
         self.env_steps = int(state["env_steps"])
+        mine = state.get("loaders", {}).get(self.task_name)
+        if mine is not None:
+            self.train_loader.load_state(mine["train"])
+            self.test_loader.load_state(mine["test"])
+
+    def _remove_episodes_after_checkpoint(self) -> None:
+        """Episode files an interrupted session wrote after its last checkpoint (their index, the
+        episode counter in the name, is above the restored counter; with no checkpoint: all) would be
+        seen a second time beside their re-simulated copies: remove them (the chief, the only writer)."""
+        if not self.is_chief:
+            return
+        removed = 0
+        for split, d in self.dirs.items():
+            for path in list_episodes(d):
+                index = episode_index(path)
+                if index is not None and index > self.episodes[split]:
+                    os.remove(path)
+                    removed += 1
+        if removed:
+            say(f"removed {removed} episode file(s) written after the last checkpoint by the interrupted session "
+                f"(they are simulated again, identically)")
 
     # ---- acting -----------------------------------------------------------------------------
     def _scale(self, a: np.ndarray) -> np.ndarray:
@@ -181,8 +206,11 @@ class PlanetTrainer(Trainer):
             time.sleep(0.5)
 
     def seed_episodes(self) -> None:
+        """Once per training session, before the first step (not on evaluate/export's restore: a
+        training process may be writing episodes right then)."""
         if not self.is_chief:
             return self.wait_for_seed_episodes()
+        self._remove_episodes_after_checkpoint()
         for split in ("train", "test"):
             have = len(readable_episodes(self.dirs[split]))  # corrupt files do not count
             for _ in range(max(0, self.cfg.train.seed_episodes - have)):
