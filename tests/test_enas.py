@@ -455,7 +455,7 @@ def test_search_then_fixed_retrain_and_export(tmp_path, capsys):
     assert main(["train", "enas", *sum([["--set", s] for s in SMOKE], []), "--run-dir", search]) == 0
     out = capsys.readouterr().out
     arc_file = os.path.join(search, "architecture.json")
-    assert os.path.exists(arc_file) and "derived architecture at epoch 2" in out, out
+    assert os.path.exists(arc_file) and "derived architecture at epoch " in out, out
     fixed = str(tmp_path / "fixed")
     assert main(["train", "enas", "--config", "digits_fixed", "--set", f"fixed.arc_file={arc_file}",
                  "--set", "child.epochs=2", "--set", "child.filters=8", "--run-dir", fixed]) == 0

@@ -412,3 +412,30 @@ def test_planet_resume_equals_an_uninterrupted_run(tmp_path):
                 np.testing.assert_array_equal(xa[k], xb[k], err_msg=f"{split} {k}")
     assert any(p not in list_episodes(str(tmp_path / "b" / "train_episodes")) +
                list_episodes(str(tmp_path / "b" / "test_episodes")) for p in lost)
+
+
+# ---- 8. a suite CI can trust ----------------------------------------------------------------------
+
+def test_ci_fails_on_a_skip_outside_the_allow_list_and_tests_have_a_timeout(tmp_path, request):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    assert request.config.getini("timeout") == "900"  # pytest-timeout reads it for every test
+    head = "=========================== short test summary info ============================\n"
+    cases = {
+        "allowed": (head + "SKIPPED [1] tests/test_fpmath.py:128: oneDNN's BF16 math mode has no effect on this "
+                    "CPU's BatchMatMul\n5 passed, 1 skipped in 3.0s\n", 0),
+        "outside": (head + "SKIPPED [2] tests/test_planet.py:80: no OpenGL for offscreen rendering\n"
+                    "5 passed, 2 skipped in 3.0s\n", 1),
+        "no summary": ("collected 0 items / 1 error\n", 1),
+    }
+    for name, (text, want) in cases.items():
+        log = tmp_path / f"{name}.log"
+        log.write_text(text)
+        res = subprocess.run([sys.executable, os.path.join(REPO, ".ci", "check_skips.py"), str(log),
+                              os.path.join(REPO, ".ci", "allowed_skips")], capture_output=True, text=True)
+        assert res.returncode == want, (name, res.stdout)
+        if name == "outside":
+            assert "NOT ALLOWED skip: tests/test_planet.py: no OpenGL" in res.stdout

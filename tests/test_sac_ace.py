@@ -1,6 +1,7 @@
 """SAC and ACE end to end: SAC learns Pendulum on a short budget, ACE's weighted entropy reduces to
 SAC's at w = 1, the soft reset mixes in a fresh initialisation exactly, resume continues with the
-same replay buffer and counters, export serves the deterministic action, ACE refits and resets."""
+same replay buffer and counters, export serves the deterministic action, ACE refits and resets
+(its causal weights on a known causal structure: test_reliability.py)."""
 
 import os
 
@@ -174,13 +175,14 @@ def test_ace_refits_weights_resets_and_logs(tmp_path):
     tr = ACETrainer(C.resolve(ACEConfig, [], sets), str(tmp_path / "ace"))
     tr.fit(progress=False)
     assert tr.resets == (600 - 100 + 1) // 150  # updates 150, 300, 450 -> 3 resets
-    w = tr.learner.causal_w.numpy()
-    assert w.shape == (1,) and abs(w.sum() - 1.0) < 1e-5  # Pendulum: |A| = 1
     tags = tb_scalars(os.path.join(str(tmp_path / "ace"), "tb"))
     fits = [s for s, _ in tags["ace/causal_fit_seconds"]]
     assert fits == [200, 400, 600]
-    assert len(tags["ace/reset_factor"]) == 3
-    assert all(0.2 <= v <= 0.9 for _, v in tags["ace/reset_factor"])
+    # Pendulum's one action dimension: the weight is 1 whatever the fit says, so the causal_reset
+    # factor is 1 - (exp(0) - 0.5) = 0.5 exactly. The weights themselves are tested on a known causal
+    # structure with two action dimensions (test_reliability.py)
+    assert [v for _, v in tags["ace/reset_factor"]] == [pytest.approx(0.5, abs=1e-7)] * 3
+    np.testing.assert_array_equal(tr.learner.causal_w.numpy(), [1.0])
     for tag in ("ace/dormant_ratio", "ace/causal_weight_0", "eval/return", "train/critic_loss", "train/alpha",
                 "train/mean_q", "train/updates_per_s", "train/env_steps_per_s", "train/episode_return"):
         assert tag in tags, tag

@@ -126,7 +126,12 @@ class Checkpointer:
         if not candidates:
             return None
         errors = []
-        damaged = (self._tf.errors.OpError, OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile)
+        from google.protobuf.message import DecodeError
+
+        # what a truncated / overwritten file raises: TF's reader (OpError, or IndexError "Read less
+        # bytes than requested"), a damaged object graph proto, the JSON state, the npz side file
+        damaged = (self._tf.errors.OpError, IndexError, DecodeError, OSError, ValueError, KeyError, TypeError,
+                   EOFError, zipfile.BadZipFile)
         for path in candidates:
             try:
                 self._restore_one(path)
