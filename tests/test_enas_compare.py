@@ -11,7 +11,8 @@ from scipy import stats
 
 from tf_rlnas.algos.enas.controller import (NUM_BRANCHES, Controller, arc_from_dict, arc_to_dict, conv_stack_arc,
                                             random_arc, special_arc)
-from tf_rlnas.cli import _load_run, main
+from tf_rlnas.cli import main
+from tf_rlnas.clikit import load_run as _load_run
 
 
 def test_random_arcs_match_the_untrained_controller_distribution():

@@ -48,15 +48,28 @@ def _cfg(algo, *sets, config=None):
 
 
 def test_the_mode_is_requested_only_for_configs_that_compute_bfloat16_through_it(monkeypatch):
+    """The CLI's one decision before TF loads (clikit.prepare_process -> the algorithm's registry hook ->
+    precision.prepare_process) asks for the mode exactly for SAC/ACE configs that resolve to bfloat16
+    without XLA."""
+    from tf_rlnas.clikit import prepare_process
+
+    asked = []
+    monkeypatch.setattr(precision, "request_bf16_fpmath", lambda: asked.append(True) or True)
+
+    def requests(algo, *sets):
+        asked.clear()
+        prepare_process(algo, _cfg(algo, *sets))
+        return bool(asked)
     monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
-    assert precision.wants_bf16_fpmath(_cfg("sac"))  # auto -> bfloat16 on a bf16 CPU
-    assert precision.wants_bf16_fpmath(_cfg("ace"))
-    assert not precision.wants_bf16_fpmath(_cfg("sac", "agent.matmul_dtype=float32"))
-    assert not precision.wants_bf16_fpmath(_cfg("sac", "train.jit_compile=true"))  # XLA: its own dots
-    assert not precision.wants_bf16_fpmath(_cfg("maml_trpo"))  # einsums that must stay float32
-    assert not precision.wants_bf16_fpmath(_cfg("enas"))
+    assert requests("sac")  # auto -> bfloat16 on a bf16 CPU
+    assert requests("ace")
+    assert not requests("sac", "agent.matmul_dtype=float32")
+    assert not requests("sac", "train.jit_compile=true")  # XLA: its own dots
+    assert not requests("maml_trpo")  # einsums that must stay float32
+    assert not requests("enas")
     monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
-    assert not precision.wants_bf16_fpmath(_cfg("sac"))  # auto -> float32 without native bf16
+    assert not requests("sac")  # auto -> float32 without native bf16
+    assert requests("sac", "agent.matmul_dtype=bfloat16")  # asked for explicitly
 
 
 def test_request_sets_the_variable_only_before_tensorflow_loads_and_never_over_the_users(monkeypatch):
@@ -82,11 +95,11 @@ def test_the_request_test_left_the_environment_as_it_found_it():
 _CHILD = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from tf_rlnas import cli, config as C, registry
+    from tf_rlnas import clikit, config as C, registry
     from tf_rlnas.nn import precision
     spec = registry.get("sac")
     cfg = C.resolve(spec.load("config"), [], ["agent.matmul_dtype=bfloat16"])
-    cli._prepare_math_mode(cfg)  # what `tf_rlnas train` does before TF loads
+    clikit.prepare_process("sac", cfg)  # what `tf_rlnas train` does before TF loads
     import tensorflow as tf
     from tf_rlnas.nn.fpmath import bf16_fpmath_active, fpmath_matmul
     from tf_rlnas.algos.sac.learner import SACLearner
@@ -137,13 +150,13 @@ def test_with_the_mode_fpmath_products_are_bfloat16_and_sac_uses_them():
 
 
 def test_the_cli_notes_an_inherited_mode_on_runs_that_do_not_want_it(monkeypatch, capsys):
-    from tf_rlnas import cli
+    from tf_rlnas.clikit import prepare_process
 
     monkeypatch.setattr(precision, "native_bfloat16", lambda: True)
     monkeypatch.setenv(precision.FPMATH_ENV, "BF16")  # e.g. exported in the shell for SAC runs
-    cli._prepare_math_mode(_cfg("maml_trpo"))
+    prepare_process("maml_trpo", _cfg("maml_trpo"))
     assert "compute in bfloat16" in capsys.readouterr().err
-    cli._prepare_math_mode(_cfg("sac"))  # a run that computes this way: nothing to say
+    prepare_process("sac", _cfg("sac"))  # a run that computes this way: nothing to say
     assert capsys.readouterr().err == ""
 
 

@@ -286,8 +286,8 @@ def test_a_saved_maml_config_with_the_removed_distribution_key_still_resumes(tmp
 
 @pytest.mark.parametrize("algo, argv", [
     ("reinforce", ["--config", "smoke"]),
-    ("sac", ["--config", "smoke", "--set", "env.id=Pendulum-v1"]),
-    ("ace", ["--config", "smoke", "--set", "env.id=Pendulum-v1"]),
+    ("sac", ["--config", "smoke", "--set", "env.id=Pendulum-v1", "--quick"]),
+    ("ace", ["--config", "smoke", "--set", "env.id=Pendulum-v1", "--quick"]),
     ("enas", ["--config", "smoke"]),
     ("maml_trpo", ["--config", "smoke"]),
     ("planet", ["--config", "point_reach", "--config", "smoke"]),

@@ -18,7 +18,8 @@ from tf_rlnas.algos.ace.trainer import ACETrainer
 from tf_rlnas.algos.sac.config import SACConfig
 from tf_rlnas.algos.sac.learner import SACLearner
 from tf_rlnas.algos.sac.trainer import SACTrainer
-from tf_rlnas.cli import _load_run, main
+from tf_rlnas.cli import main
+from tf_rlnas.clikit import load_run as _load_run
 
 PENDULUM = os.path.join(REPO, "configs/sac/pendulum.yaml")
 SMALL = ["agent.actor_hidden=[32,32]", "agent.critic_hidden=[32,32]", "train.batch_size=32",

@@ -150,12 +150,12 @@ def test_async_vector_envs_train_and_restore_their_rng_streams(tmp_path):
     assert isinstance(tr.venv, gym.vector.AsyncVectorEnv)
     tr.fit(progress=False)
     assert tr.env_steps >= 120 and len(tr.buffer) == tr.env_steps
-    state = tr.python_state()
+    state = tr._state()
     assert len(state["envs"]) == 2 and state["envs"][0] != state["envs"][1]
     tr.venv.reset()  # draws from both streams ...
-    assert tr.python_state()["envs"] != state["envs"]
-    tr.set_python_state(state)     # ... and this puts them back
-    assert tr.python_state()["envs"] == state["envs"]
+    assert tr._state()["envs"] != state["envs"]
+    tr._load_state(state)     # ... and this puts them back
+    assert tr._state()["envs"] == state["envs"]
     tr.venv.close()
 
 

@@ -17,7 +17,10 @@ class AlgoSpec:
     summary: str
     config: str    # "module:Class" of the config dataclass (no TF import)
     trainer: str   # "module:Class" of the Trainer subclass
-    bench: str | None = None  # "module:function(args) -> None"
+    bench: str | None = None  # "module:function(cfg, seconds, **options) -> None"
+    cli: str | None = None    # "module:register(ext, algo)": the algorithm's own commands and options (clikit)
+    prepare: str | None = None  # "module:function(cfg)": process preparation before TensorFlow loads
+    default_config: str | None = None  # the shipped config a bare `tf_rlnas train ALGO` runs (None: the schema's)
 
     def load(self, what: str):
         mod, attr = getattr(self, what).split(":")
@@ -31,21 +34,23 @@ ALGOS: dict[str, AlgoSpec] = {
                           "tf_rlnas.algos.reinforce.bench:run"),
     "enas": AlgoSpec("enas", "ENAS macro search: LSTM controller + shared CNN (REINFORCE), fixed-architecture retraining",
                      "tf_rlnas.algos.enas.config:EnasConfig", "tf_rlnas.algos.enas.trainer:EnasTrainer",
-                     "tf_rlnas.algos.enas.bench:run"),
+                     "tf_rlnas.algos.enas.bench:run", cli="tf_rlnas.algos.enas.cli:register"),
     "sac": AlgoSpec("sac", "Soft Actor-Critic (twin critics, automatic entropy tuning, optional bf16 matmuls)",
                     "tf_rlnas.algos.sac.config:SACConfig", "tf_rlnas.algos.sac.trainer:SACTrainer",
-                    "tf_rlnas.algos.sac.bench:run"),
+                    "tf_rlnas.algos.sac.bench:run", cli="tf_rlnas.algos.sac.cli:register",
+                    prepare="tf_rlnas.algos.sac.cli:prepare", default_config="pendulum"),
     "ace": AlgoSpec("ace", "ACE: SAC + causality-aware entropy + dormancy-guided soft resets",
                     "tf_rlnas.algos.ace.config:ACEConfig", "tf_rlnas.algos.ace.trainer:ACETrainer",
-                    "tf_rlnas.algos.sac.bench:run"),
+                    "tf_rlnas.algos.sac.bench:run", cli="tf_rlnas.algos.sac.cli:register",
+                    prepare="tf_rlnas.algos.sac.cli:prepare", default_config="pendulum"),
     "maml_trpo": AlgoSpec("maml_trpo", "MAML meta-RL with TRPO meta-updates (2D navigation, bandits, MDPs, "
                           "HalfCheetah/Ant velocity, direction, position tasks)",
                           "tf_rlnas.algos.maml_trpo.config:MAMLConfig", "tf_rlnas.algos.maml_trpo.trainer:MAMLTrainer",
-                          "tf_rlnas.algos.maml_trpo.bench:run"),
+                          "tf_rlnas.algos.maml_trpo.bench:run", cli="tf_rlnas.algos.maml_trpo.cli:register"),
     "planet": AlgoSpec("planet", "PlaNet: RSSM world model from pixels + CEM planning, optional SAC heads on the "
                        "latent state, tf.cond train/test phases",
                        "tf_rlnas.algos.planet.config:PlanetConfig", "tf_rlnas.algos.planet.trainer:PlanetTrainer",
-                       "tf_rlnas.algos.planet.bench:run"),
+                       "tf_rlnas.algos.planet.bench:run", default_config="point_reach"),
 }
 
 
@@ -62,6 +67,16 @@ def configs_root() -> str | None:
         if os.path.isdir(cand):
             return cand
     return None
+
+
+def config_summary(path: str) -> str:
+    """What a shipped config is for and what it costs: its first header comment line, after "# "."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline().strip()
+    except OSError:
+        return ""
+    return first[1:].strip() if first.startswith("#") else ""
 
 
 def shipped_configs(algo: str) -> dict[str, str]:

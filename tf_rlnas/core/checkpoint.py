@@ -48,61 +48,101 @@ def _number(path: str) -> int:
     return int(re.search(r"ckpt-(\d+)$", path).group(1))
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class CheckpointContent:
+    """What a run's checkpoint holds, registered in one place (a trainer's ``build``):
 
+    - ``track(name=obj, ...)``: TF objects (models, optimizers, variables, generators, tf.Modules);
+    - ``state(name, get, set)``: Python-side state as a JSON-able value (RNG states, counters ...);
+    - ``arrays(name, get, set)``: large arrays ``{key: ndarray}`` (a replay buffer), saved in the side
+      file ``extra-<N>.npz`` as ``<name>_<key>``.
+    """
 
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    def __init__(self):
+        self.trackables: dict[str, Any] = {}
+        self._states: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {}
+        self._arrays: dict[str, tuple[Callable[[], dict], Callable[[dict], None]]] = {}
+
+    def track(self, **objects) -> None:
+        for name, obj in objects.items():
+            if name in self.trackables or name == "python_state":
+                raise ValueError(f"checkpoint content '{name}' is registered twice")
+            self.trackables[name] = obj
+
+    def state(self, name: str, get: Callable[[], Any], set: Callable[[Any], None]) -> None:  # noqa: A002
+        if name in self._states:
+            raise ValueError(f"checkpoint state '{name}' is registered twice")
+        self._states[name] = (get, set)
+
+    def arrays(self, name: str, get: Callable[[], dict], set: Callable[[dict], None]) -> None:  # noqa: A002
+        if name in self._arrays:
+            raise ValueError(f"checkpoint arrays '{name}' are registered twice")
+        self._arrays[name] = (get, set)
+
+    @property
+    def has_arrays(self) -> bool:
+        return bool(self._arrays)
+
+    def get_state(self) -> dict:
+        return {name: get() for name, (get, _) in self._states.items()}
+
+    def set_state(self, state: dict) -> None:
+        legacy = state.get("algo")  # checkpoints of earlier versions: {"np_rng": ..., "algo": {flat state}}
+        for name, (_, set_) in self._states.items():
+            if name in state:
+                set_(state[name])
+            elif legacy is not None:
+                set_(legacy)
+            else:
+                raise KeyError(f"the checkpoint's Python state has no '{name}'")
+
+    def get_arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for name, (get, _) in self._arrays.items():
+            out.update({f"{name}_{k}": v for k, v in get().items()})
+        return out
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        for name, (_, set_) in self._arrays.items():
+            prefix = name + "_"
+            set_({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
 
 
 class Checkpointer:
-    """``CheckpointManager`` plus Python-side state and optional array side files.
+    """``CheckpointManager`` over a :class:`CheckpointContent`: the TF objects in the checkpoint, the
+    Python-side state as a JSON string variable inside it, the arrays in a side file.
 
     Args:
         directory: the run's ``checkpoints/`` folder.
-        trackables: TF objects to save (models, optimizers, variables, generators).
-        get_state / set_state: Python-side state as a JSON-able dict, and its restore.
-        get_arrays / set_arrays: optional large arrays saved as ``extra-<N>.npz``.
         save_directory: where saves go when not ``directory`` (a non-chief multi-worker process:
             restores read the chief's ``directory``, saves go to its own folder).
     """
 
-    def __init__(self, directory: str, max_to_keep: int, trackables: dict,
-                 get_state: Callable[[], dict] | None = None, set_state: Callable[[dict], None] | None = None,
-                 get_arrays: Callable[[], dict] | None = None, set_arrays: Callable[[dict], None] | None = None,
+    def __init__(self, directory: str, max_to_keep: int, content: CheckpointContent,
                  save_directory: str | None = None):
         import tensorflow as tf
 
         self._tf = tf
+        self.content = content
         self.directory = save_directory or directory
         self._py_state = tf.Variable("", dtype=tf.string, trainable=False, name="python_state")
-        self.ckpt = tf.train.Checkpoint(python_state=self._py_state, **trackables)
+        self.ckpt = tf.train.Checkpoint(python_state=self._py_state, **content.trackables)
         self.manager = tf.train.CheckpointManager(self.ckpt, self.directory, max_to_keep=max_to_keep,
                                                   checkpoint_name="ckpt")
         self.restore_directory = directory
         self.restore_manager = self.manager if self.directory == directory else tf.train.CheckpointManager(
             self.ckpt, directory, max_to_keep=max_to_keep, checkpoint_name="ckpt")
-        self.get_state, self.set_state = get_state, set_state
-        self.get_arrays, self.set_arrays = get_arrays, set_arrays
 
     @property
     def latest(self) -> str | None:
         return self.manager.latest_checkpoint
 
     def save(self, step: int) -> str:
-        if self.get_state is not None:
-            self._py_state.assign(json.dumps(self.get_state(), default=_json_default))
-        if self.get_arrays is not None:
+        self._py_state.assign(json.dumps(self.content.get_state(), default=_json_default))
+        if self.content.has_arrays:
             os.makedirs(self.directory, exist_ok=True)
             path = os.path.join(self.directory, f"extra-{int(step)}.npz")
             tmp = path + f".tmp-{os.getpid()}.npz"
-            np.savez(tmp, **self.get_arrays())
+            np.savez(tmp, **self.content.get_arrays())
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -169,14 +209,13 @@ class Checkpointer:
         except AssertionError as e:
             raise UserError(f"checkpoint {path} does not match this config's models "
                             f"(was the config changed?): {str(e).splitlines()[0][:200]}") from None
-        if self.set_state is not None:
-            text = self._py_state.numpy().decode("utf-8")
-            if text:
-                self.set_state(json.loads(text, object_hook=_json_hook))
-        if self.set_arrays is not None:
+        text = self._py_state.numpy().decode("utf-8")
+        if text:
+            self.content.set_state(json.loads(text, object_hook=_json_hook))
+        if self.content.has_arrays:
             step = _number(path)
             side = os.path.join(self.restore_directory, f"extra-{step}.npz")
             if not os.path.exists(side):
                 raise FileNotFoundError(f"side file {side} missing")
             with np.load(side) as z:
-                self.set_arrays({k: z[k] for k in z.files})
+                self.content.set_arrays({k: z[k] for k in z.files})

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from tf_rlnas import config as C
-from tf_rlnas.core.checkpoint import atomic_write_text
+from tf_rlnas.core.files import atomic_write_text
 from tf_rlnas.errors import ConfigError, UserError
 
 CONFIG_FILE = "config.yaml"

@@ -1,15 +1,22 @@
-"""The training loop every algorithm shares.
+"""The training loop every algorithm shares, and the contract an algorithm signs.
 
-An algorithm subclasses :class:`Trainer` and supplies its pieces; the base class owns seeding,
-the iteration counter, checkpoints (save, resume, Python-side state), TensorBoard logging with
-explicit steps, the progress bar, the run summary and the export/evaluate plumbing::
+An algorithm subclasses :class:`Trainer` and writes:
 
-    build()              models, optimizers, environments, datasets (nothing written to disk)
-    total_iterations()   the budget in iterations (updates, epochs ...)
-    train_iteration()    one iteration; returns scalar metrics {tag: value}
-    evaluate(episodes)   metrics of the current policy/model
-    export_spec()        an ExportSpec for ``tf_rlnas export``
-    trackables(), python_state(), set_python_state(), arrays(), set_arrays()   checkpoint content
+    build()             make models, optimizers, environments, data (nothing written to disk; a bad
+                        input raises UserError here) and register what a checkpoint holds, in one place:
+                            self.checkpoint.track(learner=..., ...)          TF objects
+                            self.checkpoint.state("name", get, set)          JSON-able Python state
+                            self.checkpoint.arrays("name", get, set)         large arrays (a side file)
+    budget()            Budget(position, total) in the trainer's ``unit`` (updates, env steps, epochs ...):
+                        the run ends at total; TensorBoard steps and the progress bar use position
+    train_iteration()   one iteration; returns scalar metrics (may be {} when nothing is due)
+    evaluate(episodes)  metrics of the current policy/model
+    export_spec()       what ``tf_rlnas export`` saves and checks (ExportSpec)
+
+and may override finish(summary) (the end of a completed run), close() (env processes; call super),
+format_eval(), progress_metrics(), video_source() and the classmethod cannot_evaluate(cfg). The base class owns seeding, the
+iteration counter, checkpoints (save, resume, the RNG state), TensorBoard, the progress bar, the
+run summary; the CLI always closes a trainer.
 """
 
 from __future__ import annotations
@@ -22,10 +29,23 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tf_rlnas.core.checkpoint import Checkpointer, atomic_write_text
+from tf_rlnas.core.checkpoint import CheckpointContent, Checkpointer
+from tf_rlnas.core.files import atomic_write_text
 from tf_rlnas.core.logging import Progress, TBLogger, say
 from tf_rlnas.core.rundir import WORKERS_DIR
 from tf_rlnas.core.seeding import configure_threads, seed_everything
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Where a run is and where it ends, in the trainer's unit."""
+
+    position: int
+    total: int
+
+    @property
+    def done(self) -> bool:
+        return self.position >= self.total
 
 
 class IterationCounter:
@@ -33,7 +53,7 @@ class IterationCounter:
 
     Adding to or reading a ``tf.Variable`` from Python is an eager op (~25 us each); SAC makes one
     iteration per env step (~3 ms), so the count lives in Python and is written to ``variable``
-    before every save and read back after every restore. ``numpy()`` / ``assign_add()`` / ``assign()``
+    before every save and read back after every restore. ``numpy()`` / ``assign_add()``
     mirror the variable's API."""
 
     def __init__(self):
@@ -47,9 +67,6 @@ class IterationCounter:
 
     def assign_add(self, n: int = 1) -> None:
         self.value += int(n)
-
-    def assign(self, n: int) -> None:
-        self.value = int(n)
 
     def to_variable(self) -> None:
         self.variable.assign(self.value)
@@ -80,17 +97,19 @@ class VideoSource:
     low: np.ndarray
     high: np.ndarray
 
+    @classmethod
+    def of(cls, env_cfg, policy, low, high) -> "VideoSource":
+        """From an env config section with ``id``, ``max_episode_steps`` and ``kwargs``."""
+        return cls(env_cfg.id, env_cfg.max_episode_steps, dict(env_cfg.kwargs), policy, low, high)
+
 
 class Trainer:
     algo: str = ""
     unit: str = "update"
 
     def __init__(self, cfg: Any, run_dir: str):
-        import tensorflow as tf
-
         from tf_rlnas.core.distribute import make_strategy, worker_role
 
-        self.tf = tf
         self.cfg = cfg
         self.run_dir = run_dir
         configure_threads(cfg.run.intra_op_threads, cfg.run.inter_op_threads)
@@ -102,22 +121,21 @@ class Trainer:
         seed_everything(cfg.run.seed)
         self.np_rng = np.random.default_rng(cfg.run.seed)
         self.iteration = IterationCounter()
-        self.build()
-        self.checkpointer = Checkpointer(
-            os.path.join(run_dir, "checkpoints"), cfg.run.keep_checkpoints,
-            save_directory=None if self.is_chief else os.path.join(run_dir, WORKERS_DIR, self.task_name, "checkpoints"),
-            trackables={"iteration": self.iteration.variable, **self.trackables()},
-            get_state=self._get_state, set_state=self._set_state,
-            get_arrays=self.arrays if type(self).arrays is not Trainer.arrays else None,
-            set_arrays=self.set_arrays if type(self).set_arrays is not Trainer.set_arrays else None)
         self._logger: TBLogger | None = None
         self.progress_enabled = False
+        self.checkpoint = CheckpointContent()
+        self.checkpoint.track(iteration=self.iteration.variable)
+        self.checkpoint.state("np_rng", lambda: self.np_rng.bit_generator.state, self._set_np_rng)
+        self.build()
+        self.checkpointer = Checkpointer(
+            os.path.join(run_dir, "checkpoints"), cfg.run.keep_checkpoints, self.checkpoint,
+            save_directory=None if self.is_chief else os.path.join(run_dir, WORKERS_DIR, self.task_name, "checkpoints"))
 
-    # ---- to implement -----------------------------------------------------------------------
+    # ---- to implement (the contract: module docstring) -----------------------------------------
     def build(self) -> None:
         raise NotImplementedError
 
-    def total_iterations(self) -> int:
+    def budget(self) -> Budget:
         raise NotImplementedError
 
     def train_iteration(self) -> dict[str, float]:
@@ -129,6 +147,7 @@ class Trainer:
     def export_spec(self) -> ExportSpec:
         raise NotImplementedError
 
+    # ---- may override -------------------------------------------------------------------------
     @classmethod
     def cannot_evaluate(cls, cfg: Any) -> str | None:
         """Why a run of this config has nothing to evaluate (``tf_rlnas evaluate`` then refuses with
@@ -139,36 +158,29 @@ class Trainer:
         from tf_rlnas.errors import UserError
         raise UserError(f"'{self.algo}' has no environment episodes to render as video")
 
-    def trackables(self) -> dict:
-        return {}
-
-    def python_state(self) -> dict:
-        return {}
-
-    def set_python_state(self, state: dict) -> None:
-        pass
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        pass
-
-    def log_step(self) -> int:
-        """The global step of TensorBoard writes (default: the iteration; off-policy RL: env steps)."""
-        return int(self.iteration.numpy())
+    def format_eval(self, metrics: dict[str, float]) -> str:
+        """How ``tf_rlnas evaluate`` prints ``evaluate()``'s metrics (default: one line each)."""
+        return "\n".join(f"  {k}: {v:.6g}" for k, v in metrics.items())
 
     def progress_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """The few metrics shown on the progress bar."""
         return dict(list(metrics.items())[:3])
 
-    # ---- shared -----------------------------------------------------------------------------
-    def _get_state(self) -> dict:
-        return {"np_rng": self.np_rng.bit_generator.state, "algo": self.python_state()}
+    def finish(self, summary: dict) -> dict:
+        """The end of a completed run, before summary.json is written (ENAS search: derive the
+        architecture); returns the summary."""
+        return summary
 
-    def _set_state(self, state: dict) -> None:
-        self.np_rng.bit_generator.state = state["np_rng"]
-        self.set_python_state(state.get("algo", {}))
+    def close(self) -> None:
+        """Release what the trainer holds open (TensorBoard writer; subclasses: env processes). The
+        CLI calls it whatever happened; safe to call twice."""
+        if self._logger is not None:
+            self._logger.close()
+            self._logger = None
+
+    # ---- shared -----------------------------------------------------------------------------
+    def _set_np_rng(self, state: dict) -> None:
+        self.np_rng.bit_generator.state = state
 
     def sub_progress(self, description: str, completed: int, total: int) -> None:
         """Progress inside the current iteration (a second bar on a terminal; nothing otherwise)."""
@@ -176,16 +188,9 @@ class Trainer:
         if bar is not None:
             bar.sub(description, completed, total)
 
-    def done(self) -> bool:
-        """Whether the budget is spent (default: ``total_iterations()`` iterations made)."""
-        return int(self.iteration.numpy()) >= self.total_iterations()
-
     def progress_position(self) -> int:
-        """Position on the progress bar, in ``unit``s (default: iterations)."""
-        return int(self.iteration.numpy())
-
-    def progress_total(self) -> int:
-        return self.total_iterations()
+        """Where the run is, in ``unit``s."""
+        return self.budget().position
 
     @property
     def logger(self) -> TBLogger:
@@ -197,13 +202,6 @@ class Trainer:
                 from tf_rlnas.core.distribute import NullLogger
                 self._logger = NullLogger()
         return self._logger
-
-    def close(self) -> None:
-        """Release what the trainer holds open (TensorBoard writer; subclasses: env processes). The
-        CLI calls it whatever happened; safe to call twice."""
-        if self._logger is not None:
-            self._logger.close()
-            self._logger = None
 
     def restore(self, number: int | None = None) -> str | None:
         """Restore the newest readable checkpoint (None when there is none), or that of iteration ``number``."""
@@ -220,12 +218,12 @@ class Trainer:
         """Train to the budget, resuming from the latest checkpoint if there is one."""
         cfg = self.cfg.run
         path = self.restore()
-        start, total = self.progress_position(), self.progress_total()
+        start, total = self.budget().position, self.budget().total
         if path:
             say(f"resuming {self.run_dir} from {os.path.basename(path)} ({self.unit} {start}/{total})")
         # Every session starts with a SessionLog.START: on a resume TensorBoard then drops what the
         # killed session logged after its last checkpoint (it ignores a run's first START).
-        self.logger.restart(self.log_step() + 1)
+        self.logger.restart(self.budget().position + 1)
         bar = Progress(total, start, description=f"{self.algo} {self.unit}s", enabled=progress)
         self.progress_enabled = bar.enabled
         self._bar = bar
@@ -233,18 +231,19 @@ class Trainer:
         shown: dict[str, float] = {}
         t0 = time.perf_counter()
         try:
-            while not self.done():
+            while not self.budget().done:
                 step_metrics = self.train_iteration()  # may be {} when nothing is due for logging
                 self.iteration.assign_add(1)
-                it, finished = int(self.iteration.numpy()), self.done()
+                it, budget = int(self.iteration.numpy()), self.budget()
+                finished = budget.done
                 if step_metrics:
                     metrics = {**metrics, **step_metrics}
                     if it % cfg.log_every == 0 or finished:
-                        self.logger.scalars(step_metrics, step=self.log_step())
+                        self.logger.scalars(step_metrics, step=budget.position)
                     shown = self.progress_metrics(metrics)
                 if it % cfg.checkpoint_every == 0 or finished:
                     self.save()
-                bar.update(self.progress_position(), shown)
+                bar.update(budget.position, shown)
                 if on_iteration is not None:
                     on_iteration(it)
         finally:
@@ -255,6 +254,7 @@ class Trainer:
                    "wall_seconds_this_session": round(time.perf_counter() - t0, 3),
                    "final_metrics": {k: float(v) for k, v in metrics.items()}}
         summary["final_eval"] = {k: float(v) for k, v in self.evaluate().items()}
+        summary = self.finish(summary)
         if self.is_chief:
             atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))
         return summary

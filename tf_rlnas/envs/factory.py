@@ -60,6 +60,11 @@ def make_env(env_id: str, seed: int | None = None, max_episode_steps: int | None
     return env
 
 
+def make_env_from_config(env_cfg, seed: int | None = None) -> gym.Env:
+    """``make_env`` from an env config section with ``id``, ``max_episode_steps`` and ``kwargs``."""
+    return make_env(env_cfg.id, seed=seed, max_episode_steps=env_cfg.max_episode_steps, kwargs=env_cfg.kwargs)
+
+
 def env_spaces(env: gym.Env) -> tuple[int, int, np.ndarray, np.ndarray]:
     """(obs_dim, act_dim, act_low, act_high) of a flat Box/Box environment."""
     obs, act = env.observation_space, env.action_space

@@ -186,10 +186,12 @@ def make_pixel_env(name: str, size: int = 64, action_repeat: int = 0, kwargs: di
                    max_episode_steps: int = 0) -> gym.Env:
     """``point_reach`` (built-in), ``dmc:<domain>-<task>`` or a gymnasium id rendered to pixels."""
     kwargs = dict(kwargs or {})
-    configure_offscreen_rendering()  # MUJOCO_GL=osmesa without a display (apt libosmesa6); egl works too
-    if name == "point_reach":
+    if name == "point_reach":  # NumPy drawing: no OpenGL, and the process's MUJOCO_GL is left alone
         _check_kwargs(name, kwargs, ("max_steps",))
         return PointReach(size, action_repeat or 2, **kwargs)
+    # MUJOCO_GL=osmesa without a display (apt libosmesa6; egl works too). Only in a process that renders
+    # MuJoCo (the spawned env process): OSMesa's LLVM beside TensorFlow's makes the process abort at exit
+    configure_offscreen_rendering()
     if name.startswith("dmc:"):
         _check_kwargs(name, kwargs, ("camera",))
         return DMCEnv(name[4:], size, action_repeat or None, **kwargs)

@@ -27,6 +27,12 @@ def bf16_fpmath_active() -> bool:
         return bool(z[0, 0, 0].numpy() == 1.0)
 
 
+def bf16_path(xla: bool = False) -> str:
+    """How this process computes a bfloat16 layer: ``fpmath`` where the oneDNN math mode is on (probed)
+    and the update is not XLA-compiled, else ``cast``."""
+    return "fpmath" if not xla and bf16_fpmath_active() else "cast"
+
+
 @tf.custom_gradient
 def fpmath_matmul(x, w):
     """``x @ w`` ([B, K] x [K, N], float32) through BatchMatMulV2 in forward and backward."""

@@ -38,7 +38,7 @@ def resolve_dtype(value: str) -> str:
 # convolutions are not affected. The SAC networks' bfloat16 hidden layers use it
 # (tf_rlnas.nn.fpmath.fpmath_matmul): no Cast ops around the product and a float32 result. Because
 # it holds for every float32 BatchMatMul of the process (MAML-TRPO's einsums, the ENAS controller's),
-# the CLI asks for it only for a run whose config wants it (request_bf16_fpmath / wants_bf16_fpmath).
+# the CLI asks for it only for a run whose config wants it (prepare_process, through SAC's registry hook).
 
 FPMATH_ENV = "TF_SET_ONEDNN_FPMATH_MODE"
 
@@ -55,10 +55,25 @@ def request_bf16_fpmath() -> bool:
     return True
 
 
-def wants_bf16_fpmath(cfg) -> bool:
-    """Whether a config computes matmuls in bfloat16 through the math mode: an ``agent.matmul_dtype``
-    resolving to bfloat16 (SAC, ACE) and no XLA (``train.jit_compile``: XLA compiles its own dots)."""
-    dtype = getattr(getattr(cfg, "agent", None), "matmul_dtype", None)
-    if dtype is None or getattr(getattr(cfg, "train", None), "jit_compile", False):
-        return False
-    return resolve_dtype(dtype) == "bfloat16"
+def wants_fpmath(matmul_dtype: str, xla: bool = False) -> bool:
+    """Whether layers with this ``matmul_dtype`` setting compute through the math mode: it resolves to
+    bfloat16 and the update is not XLA-compiled (XLA compiles its own dots)."""
+    return not xla and resolve_dtype(matmul_dtype) == "bfloat16"
+
+
+def prepare_process(matmul_dtype: str, xla: bool = False) -> bool:
+    """The one decision of this process's matmul precision, made before TensorFlow loads (an
+    algorithm's registry ``prepare`` hook calls it with its config's values): request the math mode
+    where :func:`wants_fpmath`, else note a mode the user's environment forces. Whether the mode then
+    really acts is probed once after TF loads (:func:`tf_rlnas.nn.fpmath.bf16_path`)."""
+    if wants_fpmath(matmul_dtype, xla):
+        return request_bf16_fpmath()
+    note_user_fpmath()
+    return False
+
+
+def note_user_fpmath() -> None:
+    """One note line when the environment sets the mode for a run that does not compute that way."""
+    if os.environ.get(FPMATH_ENV, "").upper() == "BF16":
+        print(f"note: {FPMATH_ENV}=BF16 is set in the environment: this run's float32 BatchMatMuls "
+              f"(einsums) compute in bfloat16; unset it for exact float32", file=sys.stderr)

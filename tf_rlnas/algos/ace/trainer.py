@@ -29,22 +29,19 @@ class ACETrainer(SACTrainer):
         self.next_causal = a.causal_sample_interval
         self.resets = 0
         self.last_fit_seconds = 0.0
+        self.checkpoint.state("ace", self._ace_state, self._load_ace_state)
+        self.checkpoint.arrays("ace", lambda: {"local": self.local}, self._load_ace_arrays)
 
-    def python_state(self) -> dict:
-        return {**super().python_state(), "local_ptr": self.local_ptr, "local_size": self.local_size,
-                "next_causal": self.next_causal, "resets": self.resets}
+    def _ace_state(self) -> dict:
+        return {"local_ptr": self.local_ptr, "local_size": self.local_size, "next_causal": self.next_causal,
+                "resets": self.resets}
 
-    def set_python_state(self, s: dict) -> None:
-        super().set_python_state(s)
+    def _load_ace_state(self, s: dict) -> None:
         self.local_ptr, self.local_size = int(s["local_ptr"]), int(s["local_size"])
         self.next_causal, self.resets = int(s["next_causal"]), int(s["resets"])
 
-    def arrays(self) -> dict:
-        return {**super().arrays(), "ace_local": self.local}
-
-    def set_arrays(self, arrays: dict) -> None:
-        super().set_arrays(arrays)
-        self.local[...] = arrays["ace_local"]
+    def _load_ace_arrays(self, arrays: dict) -> None:
+        self.local[...] = arrays["local"]
 
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated):
         keep = super().observe(obs, actions, rewards, next_obs, terminated, truncated)

@@ -29,6 +29,7 @@ across replicas, then clipped and applied once in the cross-replica context).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -40,8 +41,8 @@ import tensorflow as tf
 from tf_rlnas.algos.enas.child import ChildNet, batch_stats_frozen, disable_bn_relu_fusion
 from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_string, arc_to_dict, entropy_bounds
 from tf_rlnas.core.logging import say
-from tf_rlnas.core.checkpoint import atomic_write_text
-from tf_rlnas.core.trainer import ExportSpec, Trainer
+from tf_rlnas.core.files import atomic_write_text
+from tf_rlnas.core.trainer import Budget, ExportSpec, Trainer
 from tf_rlnas.data.images import Splits, load_arrays
 from tf_rlnas.errors import UserError
 from tf_rlnas.nn.optim import NesterovSGD
@@ -147,68 +148,47 @@ def advantages(rewards: np.ndarray, baseline: float, has: bool, bl_dec: float, m
     return adv, baseline, has
 
 
-class EnasTrainer(Trainer):
+class ChildTraining(Trainer):
+    """What the search and the retrain share: the data splits, the child network and its SGD, one
+    epoch of child training (a fresh controller sample per minibatch in the search, the fixed
+    network in the retrain), scoring an architecture. One iteration = one epoch."""
+
     algo = "enas"
     unit = "epoch"
+    controller = None
 
-    # ---- construction ----------------------------------------------------------------------------
-    def build(self) -> None:
+    def build_child(self, arc) -> None:
         cfg, d, c = self.cfg, self.cfg.data, self.cfg.child
-        self.fixed = cfg.mode == "fixed"
-        arc = self._read_arc(cfg.fixed.arc_file) if self.fixed else None
         if arc is not None and len(arc[0]) != c.num_layers:
             say(f"fixed architecture has {len(arc[0])} layers: child.num_layers {c.num_layers} -> {len(arc[0])}")
         arrays = load_arrays(d.dataset, d.data_dir, d.download)
         self.splits = Splits(arrays, valid_size=d.valid_size, batch_size=d.batch_size,
                              eval_batch_size=d.eval_batch_size, seed=cfg.run.seed, augment_pad=d.augment_pad,
-                             augment_flip=d.augment_flip, full_train=self.fixed)
+                             augment_flip=d.augment_flip, full_train=arc is not None)
         self.replicas = self.strategy.num_replicas_in_sync if self.strategy else 1
         if d.batch_size % self.replicas:
             raise UserError(f"config key 'data.batch_size' ({d.batch_size}) must be divisible by the "
                             f"{self.replicas} replicas")
-        num_layers = len(arc[0]) if arc is not None else c.num_layers
+        self.num_layers = len(arc[0]) if arc is not None else c.num_layers
+        self.arc = arc
         disable_bn_relu_fusion()
-        scope = self.strategy.scope() if self.strategy else _null()
-        with scope:
-            self.child = ChildNet(num_layers, c.filters, self.splits.num_classes, self.splits.image_shape,
+        with self.strategy.scope() if self.strategy else contextlib.nullcontext():
+            self.child = ChildNet(self.num_layers, c.filters, self.splits.num_classes, self.splits.image_shape,
                                   keep_prob=c.keep_prob, fixed_arc=arc, synchronized_bn=self.strategy is not None,
                                   compute_dtype=c.compute_dtype)
             self.child_opt = NesterovSGD(c.lr_max, c.momentum, c.l2, name="child_sgd")
             self.child_opt.build(self.child.trainable_variables)
-        self.arc = arc
-        self.num_layers = num_layers
-        seed = int(self.np_rng.integers(2**31))
-        self.rng = tf.random.Generator.from_seed(seed)
-        self.controller = None
-        if not self.fixed:
-            k = cfg.controller
-            self.controller = Controller(num_layers, k.lstm_size, tanh_constant=k.tanh_constant,
-                                         temperature=k.temperature, skip_target=k.skip_target)
-            import keras
-            self.ctrl_opt = keras.optimizers.Adam(k.lr, beta_1=0.0, beta_2=0.999, epsilon=1e-3)
-            self.ctrl_opt.build(self.controller.trainable_variables)
-            self.baseline = tf.Variable(0.0, trainable=False, name="baseline")
-            self.has_baseline = tf.Variable(False, trainable=False, name="has_baseline")
-            self.best_arc = None
-        self._build_functions()
+        self.rng = tf.random.Generator.from_seed(int(self.np_rng.integers(2**31)))
+        self.checkpoint.track(child=self.child, child_opt=self.child_opt, rng=self.rng)
 
-    def _read_arc(self, path: str):
-        from tf_rlnas.algos.enas.controller import read_arc_file, special_arc
-
-        arc = special_arc(path, self.cfg.child.num_layers)
-        return arc if arc is not None else read_arc_file(path)
-
-    def _build_functions(self) -> None:
+    def build_child_functions(self, batch_bn: bool) -> None:
         h, w, ch = self.splits.image_shape
         L = self.num_layers
         img = tf.TensorSpec([None, h, w, ch], tf.float32)
         lab = tf.TensorSpec([None], tf.int32)
         arc_b, arc_s = tf.TensorSpec([L], tf.int32), tf.TensorSpec([L, L], tf.int32)
-        seed = tf.TensorSpec([2], tf.int64)
         self.child_step = make_child_step(self.child, self.child_opt, self.controller, self.cfg.child.grad_clip,
                                           self.cfg.data.batch_size, self.splits.image_shape, self.strategy)
-
-        batch_bn = not self.fixed and self.cfg.search.score_bn == "batch"
 
         def accuracy(x, y, b, s):
             if batch_bn:  # the batch's own BN statistics (the moving ones stay as they are); no dropout
@@ -225,34 +205,15 @@ class EnasTrainer(Trainer):
             return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(p, -1, output_type=tf.int32), y), tf.float32))
         self.accuracy_flip_avg = tf.function(accuracy_flip_avg, input_signature=[img, lab, arc_b, arc_s])
 
-        if self.fixed:
-            return
-        k = self.cfg.controller
+    def budget(self) -> Budget:
+        return Budget(int(self.iteration.numpy()), self.cfg.child.epochs)
 
-        def sample_n(n, m_seed):
-            return self.controller.sample(n, m_seed)
-        self.sample_n = tf.function(sample_n, input_signature=[tf.TensorSpec([], tf.int32), seed])
-
-        self.ctrl_update = make_controller_update(self.controller, self.ctrl_opt, k.skip_weight, k.grad_clip)
-
-    # ---- checkpoint content ---------------------------------------------------------------------
-    def trackables(self) -> dict:
-        t = {"child": self.child, "child_opt": self.child_opt, "rng": self.rng}
-        if self.controller is not None:
-            t.update(controller=self.controller, ctrl_opt=self.ctrl_opt, baseline=self.baseline,
-                     has_baseline=self.has_baseline)
-        return t
-
-    def total_iterations(self) -> int:
-        return self.cfg.child.epochs
-
-    # ---- one epoch --------------------------------------------------------------------------------
     def _seed(self) -> tf.Tensor:
         return self.rng.make_seeds(1)[:, 0]
 
-    def train_iteration(self) -> dict[str, float]:
+    def train_child_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass of the child over the train split (SGDR learning rate, per epoch or per step)."""
         cfg, c = self.cfg, self.cfg.child
-        epoch = int(self.iteration.numpy())
         steps, label = self.splits.steps_per_epoch, f"epoch {epoch + 1} child"
         cycle = c.lr_t0 or c.epochs
         lr = cosine_lr(epoch, c.lr_max, c.lr_min, cycle, c.lr_tmul)
@@ -274,17 +235,67 @@ class EnasTrainer(Trainer):
             correct += float(corr)
             n += cfg.data.batch_size
         child_seconds = time.perf_counter() - t0
-        m = {"child/loss": float(np.mean(losses)), "child/train_accuracy": correct / max(n, 1), "child/lr": lr,
-             "child/grad_norm": float(np.mean(gnorms)), "child/images_per_s": n / max(child_seconds, 1e-9)}
-        if self.fixed:
-            m["fixed/test_accuracy"] = self.evaluate_arc(self.splits.test())
-            return m
+        return {"child/loss": float(np.mean(losses)), "child/train_accuracy": correct / max(n, 1), "child/lr": lr,
+                "child/grad_norm": float(np.mean(gnorms)), "child/images_per_s": n / max(child_seconds, 1e-9)}
+
+    def _score(self, b, s, batches) -> float:
+        return float(np.mean([float(self.accuracy(x, y, b, s)) for x, y in batches]))
+
+    def evaluate_arc(self, dataset, b=None, s=None, flip_average: bool = False) -> float:
+        """Accuracy of an arc (fixed mode: the built one) over a whole dataset, weighted by batch size;
+        ``flip_average``: of the class probabilities averaged over each image and its mirror."""
+        L = self.num_layers
+        if b is None:
+            b, s = np.zeros(L, np.int32), np.zeros((L, L), np.int32)
+        acc = self.accuracy_flip_avg if flip_average else self.accuracy
+        correct, n = 0.0, 0
+        for x, y in dataset:
+            correct += float(acc(x, y, b, s)) * len(y)
+            n += len(y)
+        return correct / max(n, 1)
+
+    def progress_metrics(self, metrics):
+        keys = ("child/train_accuracy", "controller/valid_accuracy", "fixed/test_accuracy",
+                "search/best_test_accuracy_shared_weights")
+        return {k: metrics[k] for k in keys if k in metrics}
+
+
+class SearchTrainer(ChildTraining):
+    """``mode: search``: the shared child and the LSTM controller, alternating (module docstring);
+    the run ends by deriving ``architecture.json``."""
+
+    def build(self) -> None:
+        k = self.cfg.controller
+        self.build_child(None)
+        self.controller = Controller(self.num_layers, k.lstm_size, tanh_constant=k.tanh_constant,
+                                     temperature=k.temperature, skip_target=k.skip_target)
+        import keras
+        self.ctrl_opt = keras.optimizers.Adam(k.lr, beta_1=0.0, beta_2=0.999, epsilon=1e-3)
+        self.ctrl_opt.build(self.controller.trainable_variables)
+        self.baseline = tf.Variable(0.0, trainable=False, name="baseline")
+        self.has_baseline = tf.Variable(False, trainable=False, name="has_baseline")
+        self.checkpoint.track(controller=self.controller, ctrl_opt=self.ctrl_opt, baseline=self.baseline,
+                              has_baseline=self.has_baseline)
+        self.build_child_functions(batch_bn=self.cfg.search.score_bn == "batch")
+        self.sample_n = tf.function(lambda n, seed: self.controller.sample(n, seed),
+                                    input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64)])
+        self.ctrl_update = make_controller_update(self.controller, self.ctrl_opt, k.skip_weight, k.grad_clip)
+
+    @classmethod
+    def cannot_evaluate(cls, cfg) -> str | None:
+        return ("evaluate needs a fixed-architecture ENAS run (mode: fixed); a search run's result is its "
+                "architecture.json ('tf_rlnas derive RUN' rebuilds it from a checkpoint): retrain it with "
+                "--config <dataset>_fixed --set fixed.arc_file=RUN/architecture.json")
+
+    def train_iteration(self) -> dict[str, float]:
+        cfg, epoch = self.cfg, int(self.iteration.numpy())
+        m = self.train_child_epoch(epoch)
         if epoch >= cfg.search.warmup_epochs:  # warm-up: the shared weights train on the untrained controller's draws
             m.update(self._train_controller(epoch))
         if cfg.search.eval_every and (epoch + 1) % cfg.search.eval_every == 0:
             m.update(self._eval_search(epoch))
         every = cfg.search.derive_every
-        if every and (epoch + 1) % every == 0 and epoch + 1 < c.epochs:  # the last epoch's: fit() derives
+        if every and (epoch + 1) % every == 0 and epoch + 1 < cfg.child.epochs:  # the last epoch's: finish() derives
             # before this epoch's checkpoint: a kill in between redoes the epoch and writes the same file
             self.write_derived(self.derive(epochs=epoch + 1))
         return m
@@ -330,22 +341,6 @@ class EnasTrainer(Trainer):
                 "controller/skip_rate": float(np.mean(skips)) / pairs,
                 "controller/grad_norm": float(np.mean(gnorms))}
 
-    def _score(self, b, s, batches) -> float:
-        return float(np.mean([float(self.accuracy(x, y, b, s)) for x, y in batches]))
-
-    def evaluate_arc(self, dataset, b=None, s=None, flip_average: bool = False) -> float:
-        """Accuracy of an arc (fixed mode: the built one) over a whole dataset, weighted by batch size;
-        ``flip_average``: of the class probabilities averaged over each image and its mirror."""
-        L = self.num_layers
-        if b is None:
-            b, s = np.zeros(L, np.int32), np.zeros((L, L), np.int32)
-        acc = self.accuracy_flip_avg if flip_average else self.accuracy
-        correct, n = 0.0, 0
-        for x, y in dataset:
-            correct += float(acc(x, y, b, s)) * len(y)
-            n += len(y)
-        return correct / max(n, 1)
-
     def _eval_search(self, epoch: int) -> dict[str, float]:
         sc = self.cfg.search
         out = self.sample_n(sc.eval_archs, self._seed())
@@ -360,15 +355,6 @@ class EnasTrainer(Trainer):
                 "search/best_valid_accuracy": self.evaluate_arc(self.splits.valid(), b[best], s[best]),
                 "search/best_test_accuracy_shared_weights": self.evaluate_arc(self.splits.test(), b[best], s[best])}
 
-    def log_step(self) -> int:
-        return int(self.iteration.numpy())
-
-    def progress_metrics(self, metrics):
-        keys = ("child/train_accuracy", "controller/valid_accuracy", "fixed/test_accuracy",
-                "search/best_test_accuracy_shared_weights")
-        return {k: metrics[k] for k in keys if k in metrics}
-
-    # ---- end of run -------------------------------------------------------------------------------
     def derive(self, epochs: int | None = None) -> dict:
         """Best of ``derive_archs`` samples on the same ``derive_valid_batches`` validation batches.
 
@@ -438,49 +424,71 @@ class EnasTrainer(Trainer):
             f"{result['distinct_samples']} distinct of {sc.derive_archs} samples, the derived "
             f"one drawn {result['derived_sample_count']}x")
 
-    def fit(self, progress=None, on_iteration=None) -> dict:
-        summary = super().fit(progress=progress, on_iteration=on_iteration)
-        if not self.fixed:
-            result = self.derive()
-            path = os.path.join(self.run_dir, "architecture.json")
-            if self.is_chief:
-                atomic_write_text(path, json.dumps(result, indent=2))
-            if self.cfg.search.derive_every:  # the set of per-budget files ends with this run's own budget
-                self.write_derived(result)
-            elif self.is_chief:
-                self._log_derived(result)
-            self._announce(result, path)
-            summary["architecture"] = result
-            if self.is_chief:
-                atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))
-        return summary
-
-    @classmethod
-    def cannot_evaluate(cls, cfg) -> str | None:
-        if cfg.mode != "fixed":
-            return ("evaluate needs a fixed-architecture ENAS run (mode: fixed); a search run's result is its "
-                    "architecture.json ('tf_rlnas derive RUN' rebuilds it from a checkpoint): retrain it with "
-                    "--config <dataset>_fixed --set fixed.arc_file=RUN/architecture.json")
-        return None
+    def finish(self, summary: dict) -> dict:
+        """The end of the run: derive ``architecture.json`` (printed) into the summary."""
+        result = self.derive()
+        path = os.path.join(self.run_dir, "architecture.json")
+        if self.is_chief:
+            atomic_write_text(path, json.dumps(result, indent=2))
+        if self.cfg.search.derive_every:  # the set of per-budget files ends with this run's own budget
+            self.write_derived(result)
+        elif self.is_chief:
+            self._log_derived(result)
+        self._announce(result, path)
+        return {**summary, "architecture": result}
 
     def evaluate(self, episodes=None) -> dict[str, float]:
-        if self.fixed:
-            # (the validation images are part of the full training split in fixed mode)
-            out = {"fixed/test_accuracy": self.evaluate_arc(self.splits.test())}
-            if self.cfg.data.augment_flip:  # trained on mirrored images too: also the test-time flip average
-                out["fixed/test_accuracy_flip_avg"] = self.evaluate_arc(self.splits.test(), flip_average=True)
-            return out
-        return {}
+        return {}  # a search's result is its architecture (finish)
 
     def export_spec(self) -> ExportSpec:
-        if not self.fixed:
-            raise UserError("export needs a fixed-architecture run (mode: fixed); a search run's result is "
-                            "architecture.json — retrain it with mode=fixed")
+        raise UserError("export needs a fixed-architecture run (mode: fixed); a search run's result is "
+                        "architecture.json — retrain it with mode=fixed")
+
+
+class RetrainTrainer(ChildTraining):
+    """``mode: fixed``: the architecture of ``fixed.arc_file`` alone (filters doubled at the pool
+    layers), trained from scratch on the full train split; test accuracy every epoch."""
+
+    def _read_arc(self, path: str):
+        from tf_rlnas.algos.enas.controller import read_arc_file, special_arc
+
+        arc = special_arc(path, self.cfg.child.num_layers)
+        return arc if arc is not None else read_arc_file(path)
+
+    def build(self) -> None:
+        self.build_child(self._read_arc(self.cfg.fixed.arc_file))
+        self.build_child_functions(batch_bn=False)
+
+    def train_iteration(self) -> dict[str, float]:
+        m = self.train_child_epoch(int(self.iteration.numpy()))
+        m["fixed/test_accuracy"] = self.evaluate_arc(self.splits.test())
+        return m
+
+    def evaluate(self, episodes=None) -> dict[str, float]:
+        # (the validation images are part of the full training split in fixed mode)
+        out = {"fixed/test_accuracy": self.evaluate_arc(self.splits.test())}
+        if self.cfg.data.augment_flip:  # trained on mirrored images too: also the test-time flip average
+            out["fixed/test_accuracy_flip_avg"] = self.evaluate_arc(self.splits.test(), flip_average=True)
+        return out
+
+    def export_spec(self) -> ExportSpec:
         module = ClassifierModule(self.child, self.splits.mean, self.splits.std, self.splits.image_shape)
         raw = (self.splits.x_test[:8] * self.splits.std + self.splits.mean).astype(np.float32)
         expected = tf.nn.softmax(self.child(tf.constant(self.splits.x_test[:8]), training=False)).numpy()
         return ExportSpec(module, {"serving_default": module.serving_default}, {"serving_default": {"images": raw}},
                           {"serving_default": {"probabilities": expected}})
+
+
+class EnasTrainer:
+    """The registry's ENAS trainer: ``EnasTrainer(cfg, run_dir)`` is a :class:`SearchTrainer` or a
+    :class:`RetrainTrainer` by ``cfg.mode``."""
+
+    def __new__(cls, cfg, run_dir: str):
+        return (RetrainTrainer if cfg.mode == "fixed" else SearchTrainer)(cfg, run_dir)
+
+    @staticmethod
+    def cannot_evaluate(cfg) -> str | None:
+        return (RetrainTrainer if cfg.mode == "fixed" else SearchTrainer).cannot_evaluate(cfg)
 
 
 class ClassifierModule(tf.Module):
@@ -497,11 +505,3 @@ class ClassifierModule(tf.Module):
     def _serve(self, images):
         x = (images - self.mean) / self.std
         return {"probabilities": tf.nn.softmax(self.child(x, training=False))}
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

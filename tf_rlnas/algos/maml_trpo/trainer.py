@@ -24,7 +24,7 @@ from tf_rlnas.algos.maml_trpo.config import DISCRETE
 from tf_rlnas.algos.maml_trpo.learner import MAMLLearner, to_batch
 from tf_rlnas.algos.maml_trpo.policies import MetaPolicy
 from tf_rlnas.core.seeding import derive_seeds
-from tf_rlnas.core.trainer import ExportSpec, Trainer
+from tf_rlnas.core.trainer import Budget, ExportSpec, Trainer
 from tf_rlnas.envs.registration import META_FAMILIES
 from tf_rlnas.errors import UserError
 
@@ -105,6 +105,8 @@ class MAMLTrainer(Trainer):
         self.env_rng = np.random.default_rng(derive_seeds(cfg.run.seed, 1, salt=21)[0])
         self.env_steps = 0
         self.lrs = np.full(m.num_steps, m.fast_lr, np.float32)  # meta-training: alpha at every inner step
+        self.checkpoint.track(policy=self.policy)
+        self.checkpoint.state("maml", self._state, self._load_state)
 
     def close(self) -> None:
         super().close()
@@ -112,16 +114,13 @@ class MAMLTrainer(Trainer):
             if v is not None and hasattr(v, "close"):
                 v.close()
 
-    def total_iterations(self) -> int:
-        return self.cfg.train.meta_iterations
+    def budget(self) -> Budget:
+        return Budget(int(self.iteration.numpy()), self.cfg.train.meta_iterations)
 
-    def trackables(self) -> dict:
-        return {"policy": self.policy}
-
-    def python_state(self) -> dict:
+    def _state(self) -> dict:
         return {"env_rng": self.env_rng.bit_generator.state, "env_steps": self.env_steps}
 
-    def set_python_state(self, state: dict) -> None:
+    def _load_state(self, state: dict) -> None:
         self.env_rng.bit_generator.state = state["env_rng"]
         self.env_steps = int(state["env_steps"])
 
@@ -172,7 +171,7 @@ class MAMLTrainer(Trainer):
             "time/sample_s": timing["sample"], "time/inner_s": timing["inner"], "time/trpo_s": timing["trpo"],
             "time/iteration_s": total, "time/env_steps_per_s": steps / max(timing["sample"], 1e-9)})
         ev = self.cfg.train.eval_every
-        if ev and int(self.iteration.numpy()) + 1 < self.total_iterations() and (int(self.iteration.numpy()) + 1) % ev == 0:
+        if ev and int(self.iteration.numpy()) + 1 < self.budget().total and (int(self.iteration.numpy()) + 1) % ev == 0:
             metrics.update(self.evaluate())
         return metrics
 

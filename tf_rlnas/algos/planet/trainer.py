@@ -24,10 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_rlnas.algos.planet.agent import TEST, TRAIN, PlanetAgent
-from tf_rlnas.core.checkpoint import atomic_write_text
+from tf_rlnas.core.files import atomic_write_text
 from tf_rlnas.core.logging import say
 from tf_rlnas.core.seeding import derive_seeds
-from tf_rlnas.core.trainer import ExportSpec, Trainer
+from tf_rlnas.core.trainer import Budget, ExportSpec, Trainer
 from tf_rlnas.distributions import scale_action
 from tf_rlnas.envs.pixels import ProcessEnv, make_pixel_env
 from tf_rlnas.errors import UserError
@@ -107,25 +107,24 @@ class PlanetTrainer(Trainer):
         self._seeded = False            # seed episodes checked this session
         self._last_episode_metrics: dict[str, float] = {}  # for the progress bar
         self._ol_iter = None            # test chunks for the open-loop images (made on first use)
+        self.checkpoint.track(agent=tf.train.Checkpoint(**self.agent.trackables()))
+        self.checkpoint.state("planet", self._state, self._load_state)
 
     def close(self) -> None:
         super().close()
         if hasattr(self, "env") and hasattr(self.env, "close"):
             self.env.close()
 
-    def total_iterations(self) -> int:
-        return self.cfg.train.steps
+    def budget(self) -> Budget:
+        return Budget(int(self.iteration.numpy()), self.cfg.train.steps)
 
-    def trackables(self) -> dict:
-        return {"agent": tf.train.Checkpoint(**self.agent.trackables())}
-
-    def python_state(self) -> dict:
+    def _state(self) -> dict:
         # the chunk loaders' state, keyed by this process's role: a multi-worker worker restores the
         # chief's checkpoint and must not take over the chief's loader (its own seed, its own stream)
         loaders = {self.task_name: {"train": self.train_loader.state(), "test": self.test_loader.state()}}
         return {"episodes": dict(self.episodes), "env_steps": self.env_steps, "loaders": loaders}
 
-    def set_python_state(self, state: dict) -> None:
+    def _load_state(self, state: dict) -> None:
         self.episodes = dict(state["episodes"])
         self.env_steps = int(state["env_steps"])
         mine = state.get("loaders", {}).get(self.task_name)

@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from tf_rlnas.algos.reinforce.learner import ReinforceLearner
 from tf_rlnas.core.seeding import derive_seeds
-from tf_rlnas.core.trainer import ExportSpec, Trainer, VideoSource
-from tf_rlnas.envs.factory import env_spaces, make_env, rng_state, set_rng_state
+from tf_rlnas.core.trainer import Budget, ExportSpec, Trainer, VideoSource
+from tf_rlnas.envs.factory import env_spaces, make_env_from_config, rng_state, set_rng_state
 from tf_rlnas.envs.rollout import Episode, Evaluator, collect_episodes
 from tf_rlnas.replay.returns import discounted_returns, gae
 
@@ -39,25 +39,22 @@ class ReinforceTrainer(Trainer):
         self.oneshot = cfg.env.id == ONESHOT_ID
         self.learner = ReinforceLearner(self.obs_dim, self.act_dim, cfg, seed=derive_seeds(cfg.run.seed, 1, 2)[0])
         self.env_steps = 0
+        self.checkpoint.track(**self.learner.trackables())
+        self.checkpoint.state("reinforce", self._state, self._load_state)
 
     def _make_env(self, seed: int):
-        c = self.cfg.env
-        return make_env(c.id, seed=seed, max_episode_steps=c.max_episode_steps, kwargs=c.kwargs)
+        return make_env_from_config(self.cfg.env, seed)
 
     def video_source(self) -> VideoSource:
-        c = self.cfg.env
-        return VideoSource(c.id, c.max_episode_steps, dict(c.kwargs), self.mean_action, self.low, self.high)
+        return VideoSource.of(self.cfg.env, self.mean_action, self.low, self.high)
 
-    def total_iterations(self) -> int:
-        return self.cfg.train.updates
+    def budget(self) -> Budget:
+        return Budget(int(self.iteration.numpy()), self.cfg.train.updates)
 
-    def trackables(self) -> dict:
-        return self.learner.trackables()
-
-    def python_state(self) -> dict:
+    def _state(self) -> dict:
         return {"env_steps": self.env_steps, "envs": [rng_state(e) for e in self.envs]}
 
-    def set_python_state(self, state: dict) -> None:
+    def _load_state(self, state: dict) -> None:
         self.env_steps = int(state["env_steps"])
         for env, s in zip(self.envs, state["envs"]):
             set_rng_state(env, s)

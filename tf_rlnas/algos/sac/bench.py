@@ -203,7 +203,10 @@ def run_peer(peer: str, python: str, cfg, seconds: float, k: int = 1) -> dict | 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: str | None = None) -> None:
+def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: str | None = None,
+        quick: bool = False) -> None:
+    """``quick``: the config's own path only (its update alone and its training loop), no sweep of
+    the other dtypes, XLA, update orders and update_every."""
     from tf_rlnas import registry
     from tf_rlnas.nn.precision import resolve_dtype
     from tf_rlnas.core.seeding import configure_threads
@@ -243,12 +246,15 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
                   f"{ups * flops / rates[dt]:4.0%} of the {dt} GEMM rate)")
         return res
 
-    for dt in dtypes:
-        if "fpmath" in measure(dt, False)["bf16_via"]:
-            measure(dt, False, "cast")  # the same dtype without the math mode, for comparison
-        measure(dt, True)
     dtype = resolve_dtype(cfg.agent.matmul_dtype)
     jit = bool(cfg.train.jit_compile)
+    if quick:
+        measure(dtype, jit)
+    else:
+        for dt in dtypes:
+            if "fpmath" in measure(dt, False)["bf16_via"]:
+                measure(dt, False, "cast")  # the same dtype without the math mode, for comparison
+            measure(dt, True)
     path = (f"{dtype} matmuls{' (auto)' if cfg.agent.matmul_dtype == 'auto' else ''}"
             f"{' via ' + via.get((dtype, jit, None), '?') if dtype == 'bfloat16' else ''}, "
             f"{'XLA' if jit else 'tf.function'}")
@@ -257,10 +263,14 @@ def run(cfg, seconds: float = 5.0, compare: tuple[str, ...] = (), peer_python: s
     order = cfg.agent.update_order
     other = "simultaneous" if order == "sequential" else "sequential"
     alt_cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, update_order=other))
+    loop = _fresh_process("loop", algo, cfg, seconds)
+    if quick:
+        print(f"  training loop ({path}, update_order={order}): {loop['env_steps_per_s']:7.1f} env steps/s, "
+              f"{loop['ms_per_step']:.2f} ms per env step (--quick: the config's path only)")
+        return
     alt_update = _fresh_process("update", algo, alt_cfg, seconds)
     print(f"  update alone, {path}, update_order={other} "
           f"(the config's: {order}): {alt_update['1']:7.1f} / {alt_update['10']:7.1f} updates/s at 1 / 10 per call")
-    loop = _fresh_process("loop", algo, cfg, seconds)
     print(f"  training loop ({path}, update_order={order}; {cfg.env.num_envs} env(s), "
           f"update_every={cfg.train.update_every}, updates_per_step={cfg.train.updates_per_step}): "
           f"{loop['env_steps_per_s']:7.1f} env steps/s, "

@@ -19,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tf_rlnas.algos.sac.networks import TanhGaussianActor, TwinCritic, bf16_path
+from tf_rlnas.algos.sac.networks import TanhGaussianActor, TwinCritic
+from tf_rlnas.nn.fpmath import bf16_path
+from tf_rlnas.nn.precision import resolve_dtype
 from tf_rlnas.nn.optim import FusedAdam
 
 
@@ -28,7 +30,8 @@ class SACLearner(tf.Module):
         super().__init__(name="sac")
         c = agent_cfg
         self.cfg, self.obs_dim, self.act_dim = c, obs_dim, act_dim
-        kw = {"matmul_dtype": c.matmul_dtype, "bf16_via": bf16_path(jit_compile)}  # networks.py
+        # the process's precision, decided once: "auto" resolved here, the bf16 path probed once
+        kw = {"matmul_dtype": resolve_dtype(c.matmul_dtype), "bf16_via": bf16_path(jit_compile)}
         self.actor = TanhGaussianActor(obs_dim, act_dim, c.actor_hidden, c.log_std_min, c.log_std_max, **kw)
         self.critic = TwinCritic(obs_dim, act_dim, c.critic_hidden, **kw)
         self.target_critic = TwinCritic(obs_dim, act_dim, c.critic_hidden, name="target_critic", **kw)

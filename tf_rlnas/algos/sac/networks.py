@@ -2,14 +2,14 @@
 
 Both are stacks of ``Linear`` layers: float32 parameters, and the matmul optionally in bfloat16
 (``agent.matmul_dtype``; products accumulated in float32; the bias, activations, the output layers
-and everything after them stay float32). On this CPU (AVX512-BF16 / AMX) a bf16 GEMM runs ~4x the
-float32 rate. A bfloat16 layer computes its product one of two ways (``bf16_via``):
+and everything after them stay float32). Where the CPU has native bfloat16 (AVX512-BF16 / AMX) a
+bf16 GEMM runs faster than float32. A bfloat16 layer computes its product one of two ways (``bf16_via``):
 
 - ``fpmath``: a float32 BatchMatMul that oneDNN computes in bfloat16 because the process runs with
-  ``TF_SET_ONEDNN_FPMATH_MODE=BF16`` (:mod:`tf_rlnas.nn.fpmath`; the CLI sets it for SAC/ACE runs in
-  bfloat16): no Cast ops, a float32 result. Measured +14% updates/s at 1 update per call and +25%
-  at 10 over ``cast`` (HalfCheetah, 2x256, batch 256); only for kernels of at most
-  ``FPMATH_MAX_KERNEL`` weights: from 512 x 512 on the casts are as fast or faster (ACE's 1024 x 1024).
+  ``TF_SET_ONEDNN_FPMATH_MODE=BF16`` (:mod:`tf_rlnas.nn.fpmath`; SAC's registry ``prepare`` hook sets
+  it before TF loads for runs in bfloat16): no Cast ops, a float32 result; only for kernels of at most
+  ``FPMATH_MAX_KERNEL`` weights: larger ones multiply as fast or faster through casts
+  (docs/benchmarks.md has the figures).
 - ``cast``: cast input and kernel to bfloat16, a bfloat16 MatMul, cast the (bf16-rounded) result
   back. Used where the math mode is off (TF imported before the CLI could ask for it) and under
   XLA, which compiles its own dots.
@@ -31,20 +31,12 @@ import keras
 import tensorflow as tf
 
 from tf_rlnas.distributions import TanhNormal
-from tf_rlnas.nn.fpmath import bf16_fpmath_active, fpmath_matmul
-from tf_rlnas.nn.precision import resolve_dtype
+from tf_rlnas.nn.fpmath import fpmath_matmul
 
 BF16_MIN_FAN_IN = 64
-# fpmath only for kernels up to this many weights; larger ones multiply faster via casts (update alone,
-# fresh processes: 256 x 256 at batch 256 +14-25% via fpmath; 512 x 512 even, 142-147 vs 142-157
-# updates/s; ACE's 1024 x 1024 at batch 512 18.0-18.4 vs 19.5-21.2 via casts)
+# fpmath only for kernels up to this many weights (up to 512 x 512); larger ones (ACE's 1024 x 1024)
+# multiply faster through casts (docs/benchmarks.md)
 FPMATH_MAX_KERNEL = 2 ** 17
-
-
-def bf16_path(jit_compile: bool = False) -> str:
-    """How this process computes a bfloat16 layer: ``fpmath`` where the oneDNN math mode is on and
-    the update is not XLA-compiled, else ``cast``."""
-    return "fpmath" if not jit_compile and bf16_fpmath_active() else "cast"
 
 
 class Linear(keras.layers.Layer):
@@ -58,7 +50,9 @@ class Linear(keras.layers.Layer):
             raise ValueError(f"bf16_via must be 'fpmath' or 'cast', not {bf16_via!r}")
         self.units = int(units)
         self.activation = keras.activations.get(activation)
-        self.matmul_dtype = tf.as_dtype(resolve_dtype(matmul_dtype))
+        if matmul_dtype not in ("float32", "bfloat16"):  # "auto" is resolved once, by the learner
+            raise ValueError(f"matmul_dtype must be 'float32' or 'bfloat16', not {matmul_dtype!r}")
+        self.matmul_dtype = tf.as_dtype(matmul_dtype)
         self.bf16_via = bf16_via
 
     def build(self, input_shape):

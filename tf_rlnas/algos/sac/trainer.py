@@ -20,8 +20,9 @@ import tensorflow as tf
 
 from tf_rlnas.algos.sac.learner import EnvStep, SACLearner
 from tf_rlnas.core.seeding import derive_seeds
-from tf_rlnas.core.trainer import ExportSpec, Trainer, VideoSource
-from tf_rlnas.envs.factory import env_spaces, make_env, make_vector_env
+from tf_rlnas.core.trainer import Budget, ExportSpec, Trainer, VideoSource
+from tf_rlnas.distributions import scale_action
+from tf_rlnas.envs.factory import env_spaces, make_env_from_config, make_vector_env
 from tf_rlnas.envs.rollout import Evaluator
 from tf_rlnas.replay.uniform import ReplayBuffer, VectorTransitions
 
@@ -62,6 +63,9 @@ class SACTrainer(Trainer):
         self.best = tf.train.CheckpointManager(
             tf.train.Checkpoint(actor=self.learner.actor, critic=self.learner.critic, best_return=self._best_return),
             os.path.join(self.run_dir, "checkpoints", "best"), max_to_keep=1)
+        self.checkpoint.track(**self.learner.trackables())
+        self.checkpoint.state("sac", self._state, self._load_state)
+        self.checkpoint.arrays("replay", self.buffer.state, self.buffer.load_state)
 
     def close(self) -> None:
         super().close()
@@ -70,40 +74,22 @@ class SACTrainer(Trainer):
             venv.close()
 
     def _make_env(self, seed: int):
-        c = self.cfg.env
-        return make_env(c.id, seed=seed, max_episode_steps=c.max_episode_steps, kwargs=c.kwargs)
+        return make_env_from_config(self.cfg.env, seed)
 
     def video_source(self) -> VideoSource:
-        c = self.cfg.env
-        return VideoSource(c.id, c.max_episode_steps, dict(c.kwargs), self.deterministic_action, self.low, self.high)
+        return VideoSource.of(self.cfg.env, self.deterministic_action, self.low, self.high)
 
-    def total_iterations(self) -> int:
-        """At least this many vector steps (each autoreset step of an env adds one more)."""
-        return -(-self.cfg.train.total_env_steps // self.cfg.env.num_envs)
-
-    def done(self) -> bool:
-        """The budget counts stored transitions: autoreset steps (no transition) do not count."""
-        return self.env_steps >= self.cfg.train.total_env_steps
-
-    def progress_position(self) -> int:
-        return self.env_steps
-
-    def progress_total(self) -> int:
-        return self.cfg.train.total_env_steps
-
-    def log_step(self) -> int:
-        return self.env_steps
+    def budget(self) -> Budget:
+        """Env steps: stored transitions (an autoreset step of a vector env stores none)."""
+        return Budget(self.env_steps, self.cfg.train.total_env_steps)
 
     # ---- checkpoint content -------------------------------------------------------------------
-    def trackables(self) -> dict:
-        return self.learner.trackables()
-
-    def python_state(self) -> dict:
+    def _state(self) -> dict:
         return {"env_steps": self.env_steps, "episodes": self.episodes, "best_eval": float(self.best_eval),
                 "next_eval": self.next_eval, "pending_updates": self._pending_updates,
                 "envs": list(self.venv.get_attr("tf_rlnas_rng"))}
 
-    def set_python_state(self, s: dict) -> None:
+    def _load_state(self, s: dict) -> None:
         self.env_steps, self.episodes = int(s["env_steps"]), int(s["episodes"])
         self.best_eval, self.next_eval = float(s["best_eval"]), int(s["next_eval"])
         self._pending_updates = float(s["pending_updates"])
@@ -122,12 +108,6 @@ class SACTrainer(Trainer):
                 stored = -np.inf
             self.best_eval = max(self.best_eval, stored)
         return path
-
-    def arrays(self) -> dict:
-        return {f"replay_{k}": v for k, v in self.buffer.state().items()}
-
-    def set_arrays(self, arrays: dict) -> None:
-        self.buffer.load_state({k[len("replay_"):]: v for k, v in arrays.items() if k.startswith("replay_")})
 
     # ---- one vector step ----------------------------------------------------------------------
     def _reset(self) -> None:
@@ -154,7 +134,7 @@ class SACTrainer(Trainer):
         self._updated = self._updated or updates > 0
 
     def scale(self, a: np.ndarray) -> np.ndarray:
-        return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
+        return scale_action(a, self.low, self.high)
 
     def observe(self, obs: np.ndarray, actions: np.ndarray, rewards, next_obs, terminated, truncated) -> np.ndarray:
         """Bookkeeping of a vector step (the transitions are stored on the TF side): returns the keep
@@ -196,7 +176,7 @@ class SACTrainer(Trainer):
             self.next_eval += t.eval_every
             self.last_eval = self._evaluate_and_keep_best()
             self.logger.scalars(self.last_eval, step=self.env_steps)
-        if self._iter % cfg.run.log_every == 0 or self.done():
+        if self._iter % cfg.run.log_every == 0 or self.budget().done:
             return self._train_metrics()
         return {}
 
@@ -266,12 +246,9 @@ class TanhPolicyModule(tf.Module):
         self.serving_default = tf.function(self._mode, input_signature=[spec])
         self.sample = tf.function(self._sample, input_signature=[spec, tf.TensorSpec([], tf.int64, name="seed")])
 
-    def _scale(self, a):
-        return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
-
     def _mode(self, obs):
-        return {"action": self._scale(self.actor.dist(obs, full_precision=True).mode())}
+        return {"action": scale_action(self.actor.dist(obs, full_precision=True).mode(), self.low, self.high)}
 
     def _sample(self, obs, seed):
         a, _ = self.actor.dist(obs, full_precision=True).sample(tf.stack([seed, tf.constant(1, tf.int64)]))
-        return {"action": self._scale(a)}
+        return {"action": scale_action(a, self.low, self.high)}
