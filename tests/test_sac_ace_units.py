@@ -209,3 +209,27 @@ def test_policy_every_delays_actor_and_targets_in_both_orders():
         assert all(np.array_equal(a, b) for a, b in zip(before, snap())), order
         l.train_unrolled(batch, 1)
         assert all(not np.array_equal(a, b) for a, b in zip(before, snap())), order
+
+
+def test_env_step_without_tf_internals_trains_identically(tmp_path, monkeypatch):
+    """EnvStep calls its compiled functions through TF internals where this TF has them
+    (env_step.fast_caller); the public-call fallback must give the very same run."""
+    from tf_rlnas import config as C
+    from tf_rlnas.algos.sac import env_step
+    from tf_rlnas.algos.sac.config import SACConfig
+    from tf_rlnas.algos.sac.trainer import SACTrainer
+
+    sets = ["env.id=Pendulum-v1", "agent.actor_hidden=[16]", "agent.critic_hidden=[16]", "train.batch_size=16",
+            "train.start_steps=50", "train.total_env_steps=150", "train.eval_every=0", "train.eval_episodes=1",
+            "run.checkpoint_every=1000"]
+    fast = SACTrainer(C.resolve(SACConfig, [], sets), str(tmp_path / "fast"))
+    assert env_step._direct_call is not None  # this TF: the internals path is the one the loop takes
+    fast.fit(progress=False)
+    monkeypatch.setattr(env_step, "_direct_call", lambda fn: None)
+    monkeypatch.setattr(env_step, "_CALL_FLAT", False)
+    public = SACTrainer(C.resolve(SACConfig, [], sets), str(tmp_path / "public"))
+    public.fit(progress=False)
+    for a, b in zip(fast.learner.actor.weights + fast.learner.critic.weights,
+                    public.learner.actor.weights + public.learner.critic.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert int(public.learner.updates.numpy()) == int(fast.learner.updates.numpy()) > 50

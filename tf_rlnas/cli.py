@@ -64,14 +64,14 @@ def cmd_train(args) -> int:
 
 def _record_videos(args) -> int:
     from tf_rlnas.core.seeding import derive_seeds
-    from tf_rlnas.envs.video import record_episodes
+    from tf_rlnas.envs.video import VIDEO_SEED_SALT, record_episodes
 
     out_dir = args.video or os.path.join(args.run_dir, "videos")
     _, cfg, trainer = load_run(args.run_dir)
     try:
         src = trainer.video_source()
         step = int(trainer.iteration.numpy())
-        seeds = derive_seeds(cfg.run.seed, args.episodes or 1, salt=77)
+        seeds = derive_seeds(cfg.run.seed, args.episodes or 1, salt=VIDEO_SEED_SALT)
         videos = record_episodes(src.env_id, src.max_episode_steps, src.kwargs, src.policy, src.low, src.high,
                                  seeds, out_dir, prefix=f"{trainer.unit.replace(' ', '_')}{step}")
     finally:

@@ -84,12 +84,3 @@ def make_strategy(kind: str, cpu_devices: int = 0):
                             f"in the process ({str(e).splitlines()[0]}); start it from the tf_rlnas CLI "
                             f"or first thing in your script") from None
     return None
-
-
-class NullLogger:
-    """What a non-chief worker logs: nothing."""
-
-    def scalars(self, *a, **k) -> None:
-        pass
-
-    histogram = text = images = restart = flush = close = scalars

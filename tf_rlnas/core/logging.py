@@ -88,6 +88,15 @@ class TBLogger:
         self.writer.close()
 
 
+class NullLogger:
+    """What a non-chief worker logs: nothing."""
+
+    def scalars(self, *a, **k) -> None:
+        pass
+
+    histogram = text = images = restart = flush = close = scalars
+
+
 class Progress:
     """A rich progress bar with live metrics; silent when stdout is not a terminal."""
 

@@ -17,6 +17,29 @@ def derive_seeds(seed: int, n: int, salt: int = 0) -> list[int]:
     return [int(s) for s in ss.generate_state(n, dtype=np.uint32) & 0x7FFFFFFF]
 
 
+class SeedStreams:
+    """An algorithm's seed streams by name: each a salt of :func:`derive_seeds` (or a fixed seed of
+    its own). The numbers are part of every run's reproducibility: add names, never renumber.
+
+    >>> SEEDS = SeedStreams(envs=11, learner=12)
+    >>> SEEDS.derive(run_seed, "envs", n)     # n seeds of the "envs" stream
+    """
+
+    def __init__(self, **salts: int):
+        if len(set(salts.values())) != len(salts):
+            raise ValueError(f"two seed streams share a salt: {salts}")
+        self.salts = dict(salts)
+
+    def __getattr__(self, name: str) -> int:
+        try:
+            return self.__dict__["salts"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def derive(self, seed: int, name: str, n: int = 1) -> list[int]:
+        return derive_seeds(seed, n, salt=self.salts[name])
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     import keras
     import tensorflow as tf

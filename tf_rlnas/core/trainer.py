@@ -31,7 +31,7 @@ import numpy as np
 
 from tf_rlnas.core.checkpoint import CheckpointContent, Checkpointer
 from tf_rlnas.core.files import atomic_write_text
-from tf_rlnas.core.logging import Progress, TBLogger, say
+from tf_rlnas.core.logging import NullLogger, Progress, TBLogger, say
 from tf_rlnas.core.rundir import WORKERS_DIR
 from tf_rlnas.core.seeding import configure_threads, seed_everything
 
@@ -199,7 +199,6 @@ class Trainer:
             if self.is_chief:
                 self._logger = TBLogger(os.path.join(self.run_dir, "tb"))
             else:
-                from tf_rlnas.core.distribute import NullLogger
                 self._logger = NullLogger()
         return self._logger
 

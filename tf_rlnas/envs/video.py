@@ -4,8 +4,8 @@ Environments are made with ``render_mode="rgb_array"``; one ``.mp4`` per episode
 imageio's ffmpeg plugin (the imageio-ffmpeg wheel ships the ffmpeg binary), under a temporary
 name and renamed when complete. MuJoCo is made fast on a CPU: with no display, offscreen rendering
 uses OSMesa (``MUJOCO_GL=osmesa``, Debian's ``libosmesa6``) unless ``MUJOCO_GL`` is set, and the
-model's shadows and multisampling are switched off before the renderer exists (measured here:
-HalfCheetah 480x480 at ~16 ms per frame).
+model's shadows and multisampling are switched off before the renderer exists (both cost a lot
+with software OpenGL).
 
 The environment runs in a separate process started with ``spawn`` (a one-env gymnasium
 ``AsyncVectorEnv``), the policy here: Mesa's software renderer and TensorFlow both carry LLVM,
@@ -30,6 +30,10 @@ def configure_offscreen_rendering() -> None:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     if os.environ.get("MUJOCO_GL") in ("osmesa", "egl"):
         os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+# the seed stream of `evaluate --video` episodes (derive_seeds salt, from run.seed)
+VIDEO_SEED_SALT = 77
 
 
 def offscreen_gl_backend() -> str | None:

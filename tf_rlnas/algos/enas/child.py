@@ -91,15 +91,14 @@ class FusedBN(keras.layers.Layer):
 
 def disable_bn_relu_fusion() -> None:
     """Turn off grappler's remapper for this process. It rewrites BN + ReLU into oneDNN's
-    _FusedBatchNormEx, measured here ~5x slower per call than the plain FusedBatchNormV3 + Relu in
-    a training step; with it off a 12x36 search step (bfloat16 convs) ran 1.87 vs 1.71 steps/s.
-    (Process-wide: it also drops the remapper's other fusions, which matter little here.)"""
+    _FusedBatchNormEx, several times slower per call on a CPU than the plain FusedBatchNormV3 + Relu
+    in a training step, so a search step is faster with it off (tf_rlnas bench enas). (Process-wide: it also drops the remapper's other fusions, which matter little here.)"""
     tf.config.optimizer.set_experimental_options({"remapping": False})
 
 
 def _bn(name, synchronized: bool | str = False):
-    """Fused BN on one device (measured: train step -37% on a pool-only 12x36 net, -11% on a
-    conv3x3 one); under a tf.distribute strategy Keras' synchronized BN, whose batch statistics
+    """Fused BN on one device (a faster train step than Keras' BN layer, most on pool-heavy nets);
+    under a tf.distribute strategy Keras' synchronized BN, whose batch statistics
     are the global batch's, so N replicas compute what one device would.
 
     ``"replica"``: the BNs inside the search network's ``tf.switch_case`` branches under a
@@ -118,8 +117,8 @@ class Branch(keras.layers.Layer):
 
     A separable conv is a depthwise k x k conv then a 1x1 conv (what ``SeparableConv2D`` computes),
     written as two layers so that under a bfloat16 policy the depthwise part stays float32:
-    oneDNN's bfloat16 depthwise 5x5 (forward + backward) was measured 1.9x SLOWER than float32
-    here, while bfloat16 dense convs are 1.6-2.2x faster."""
+    oneDNN's bfloat16 depthwise 5x5 (forward + backward) is slower than float32 on the CPUs measured,
+    while bfloat16 dense convs are faster (docs/benchmarks.md)."""
 
     def __init__(self, kind: int, filters: int, sync_bn: bool = False, policy=None, **kw):
         super().__init__(**kw)
@@ -159,8 +158,8 @@ class Branch(keras.layers.Layer):
 @tf.custom_gradient
 def crop_top_left(x):
     """x[:, 1:, 1:, :] with its gradient written out (a zero row and column padded back on):
-    TF's generic StridedSliceGrad was measured at ~20 ms per call on a 128x32x32x36 tensor,
-    ~20% of a whole 12-layer search step."""
+    TF's generic StridedSliceGrad is slow on a CPU (a large share of a 12-layer search step at
+    CIFAR sizes)."""
     def grad(g):
         return tf.pad(g, [[0, 0], [1, 0], [1, 0], [0, 0]])
     return x[:, 1:, 1:, :], grad
@@ -201,9 +200,9 @@ class ChildNet(keras.Model):
         # variables (Keras' mixed_bfloat16 policy on those layers: inputs and kernels are cast);
         # everything else is float32 (Keras casts a conv's bfloat16 output back at the next
         # float32 layer, e.g. its BN).
-        # Measured here: oneDNN's bfloat16 convs are 1.6-2.2x faster than float32, but its
-        # bfloat16 FusedBatchNorm (forward + gradient) ~3x SLOWER, and bf16 depthwise 5x5 1.9x
-        # slower, so BN, depthwise convs, pools, skip adds, the head and the loss are float32.
+        # oneDNN's bfloat16 convs are faster than float32 where the CPU has native bf16, but its
+        # bfloat16 FusedBatchNorm (forward + gradient) and depthwise 5x5 are slower, so BN, depthwise
+        # convs, pools, skip adds, the head and the loss are float32 (docs/benchmarks.md).
         policy = "mixed_bfloat16" if compute_dtype == "bfloat16" else None
         self.num_layers, self.num_classes = num_layers, num_classes
         self.fixed = fixed_arc is not None

@@ -4,7 +4,7 @@ a synthetic reward whose optimum is known.
 A search's derived architecture can only be as good as two things allow: the reward (do shared-weight
 scores rank architectures as retraining does?) and the controller (does REINFORCE move the LSTM policy
 towards the reward's best architectures within the search's few hundred updates?). The second part
-is measured here, apart from the first and in minutes, instead of one 25-minute search per knob.
+is measured here, apart from the first and in minutes, instead of one long search per knob.
 
 The landscape (one per trial, seeded from ``run.seed``): an architecture's true score is additive,
 

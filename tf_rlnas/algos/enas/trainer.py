@@ -148,6 +148,11 @@ def advantages(rewards: np.ndarray, baseline: float, has: bool, bl_dec: float, m
     return adv, baseline, has
 
 
+# fixed seeds of an ENAS search: the validation batches of the periodic search evals (+ epoch) and of
+# the derive step, and the derive step's sampling seed (with run.seed): a derive changes no state
+EVAL_BATCHES_STREAM, DERIVE_BATCHES_STREAM, DERIVE_SAMPLE_SEED = 10_000, 20_000, 424242
+
+
 class ChildTraining(Trainer):
     """What the search and the retrain share: the data splits, the child network and its SGD, one
     epoch of child training (a fresh controller sample per minibatch in the search, the fixed
@@ -345,7 +350,7 @@ class SearchTrainer(ChildTraining):
         sc = self.cfg.search
         out = self.sample_n(sc.eval_archs, self._seed())
         b, s = out["branches"].numpy(), out["skips"].numpy()
-        batch = [next(iter(self.splits.valid_stream(10_000 + epoch)))]
+        batch = [next(iter(self.splits.valid_stream(EVAL_BATCHES_STREAM + epoch)))]
         scores = [self._score(b[i], s[i], batch) for i in range(len(b))]
         best = int(np.argmax(scores))
         step = epoch + 1
@@ -361,9 +366,9 @@ class SearchTrainer(ChildTraining):
         Its sampling seed and batches are fixed by the config, and it changes no training state, so it
         may run at any epoch: ``epochs`` (default: the iteration count) is the epoch it is recorded at."""
         sc = self.cfg.search
-        out = self.sample_n(sc.derive_archs, tf.constant([self.cfg.run.seed, 424242], tf.int64))
+        out = self.sample_n(sc.derive_archs, tf.constant([self.cfg.run.seed, DERIVE_SAMPLE_SEED], tf.int64))
         b, s = out["branches"].numpy(), out["skips"].numpy()
-        stream = iter(self.splits.valid_stream(20_000))
+        stream = iter(self.splits.valid_stream(DERIVE_BATCHES_STREAM))
         batches = [next(stream) for _ in range(sc.derive_valid_batches)]
         scores = [self._score(b[i], s[i], batches) for i in range(len(b))]
         best = int(np.argmax(scores))

@@ -24,6 +24,7 @@ from tf_rlnas.algos.maml_trpo import baseline, trpo
 from tf_rlnas.algos.maml_trpo.curvature import MLPGaussianCurvature
 from tf_rlnas.algos.maml_trpo.policies import MetaPolicy
 from tf_rlnas.distributions import diag_gaussian_kl
+from tf_rlnas.returns import discounted_cumsum, gae_masked  # noqa: F401  (re-exported for tests)
 
 
 def masked_mean(x, mask, axis=(1, 2)):
@@ -33,23 +34,6 @@ def masked_mean(x, mask, axis=(1, 2)):
 def row_weights(mask):
     """mask / (a task's valid steps): the weight of each row in that task's masked mean."""
     return mask / tf.maximum(tf.reduce_sum(mask, axis=(1, 2), keepdims=True), 1.0)
-
-
-def discounted_cumsum(x, mask, factor: float):
-    """Reverse discounted sums along T (axis 2) that restart after padding: y_t = x_t + f y_{t+1}."""
-    xs = tf.transpose(x * mask, [2, 0, 1])
-    ms = tf.transpose(mask, [2, 0, 1])
-    ys = tf.scan(lambda acc, xm: xm[0] + factor * acc * xm[1], (xs, ms), initializer=tf.zeros_like(xs[0]),
-                 reverse=True)
-    return tf.transpose(ys, [1, 2, 0])
-
-
-def gae_masked(rewards, values, mask, gamma: float, lam: float):
-    """delta_t = r_t + gamma V_{t+1} - V_t with V = 0 after the last valid step; advantages are the
-    (gamma lam)-discounted sums of deltas within each episode."""
-    nxt = tf.concat([values[:, :, 1:] * mask[:, :, 1:], tf.zeros_like(values[:, :, :1])], axis=2)
-    deltas = (rewards + gamma * nxt - values) * mask
-    return discounted_cumsum(deltas, mask, gamma * lam)
 
 
 class MAMLLearner:

@@ -23,33 +23,10 @@ import tensorflow as tf
 from tf_rlnas.algos.maml_trpo.config import DISCRETE
 from tf_rlnas.algos.maml_trpo.learner import MAMLLearner, to_batch
 from tf_rlnas.algos.maml_trpo.policies import MetaPolicy
-from tf_rlnas.core.seeding import derive_seeds
+from tf_rlnas.core.seeding import SeedStreams, derive_seeds
 from tf_rlnas.core.trainer import Budget, ExportSpec, Trainer
+from tf_rlnas.envs.meta import make_task_env, make_task_vector_env
 from tf_rlnas.envs.registration import META_FAMILIES
-from tf_rlnas.errors import UserError
-
-
-def make_vector_env(family: str, kwargs: dict, size: int, workers: int, sampler: str = "process",
-                    ray_address: str = ""):
-    from tf_rlnas.envs.meta import vector as V
-
-    if family == "2dnav":
-        return V.Navigation2DVec(**kwargs)
-    if family == "bandit":
-        return V.BanditVec(**kwargs)
-    if family == "tabular_mdp":
-        return V.TabularMDPVec(**{k: v for k, v in kwargs.items() if k in ("num_states", "num_actions")})
-    return V.GymTaskVec(META_FAMILIES[family][0], kwargs, size, workers, sampler, ray_address)
-
-
-def make_task_env(family: str, kwargs: dict):
-    import gymnasium as gym
-
-    import tf_rlnas  # noqa: F401
-    try:
-        return gym.make(META_FAMILIES[family][0], disable_env_checker=True, **kwargs).unwrapped
-    except TypeError as e:
-        raise UserError(f"bad env.kwargs for family '{family}': {e}") from None
 
 
 def sample_episodes(venv, act, params, tasks, episodes: int, horizon: int, rng: np.random.Generator,
@@ -82,6 +59,11 @@ def episode_returns(data: dict) -> np.ndarray:
     return data["rewards"].sum(axis=2).mean(axis=1)
 
 
+# the seed streams of a MAML-TRPO run (derive_seeds salts; sampling: the policy's action-noise salts,
+# inner step i uses i, the validation episodes valid_sampling; held-out tasks: eval_tasks + the seed salt)
+SEEDS = SeedStreams(env=21, tasks=30, eval_tasks=31, valid_sampling=15)
+
+
 class MAMLTrainer(Trainer):
     algo = "maml_trpo"
     unit = "meta-iteration"
@@ -94,7 +76,7 @@ class MAMLTrainer(Trainer):
         self._last_eval = (cfg.train.eval_tasks, None)  # (tasks, file) of the latest evaluate(), for format_eval
         self.task_env = make_task_env(fam, cfg.env.kwargs)
         k, e = m.meta_batch, m.fast_batch
-        self.venv = make_vector_env(fam, cfg.env.kwargs, k * e, cfg.env.workers, cfg.env.sampler,
+        self.venv = make_task_vector_env(fam, cfg.env.kwargs, k * e, cfg.env.workers, cfg.env.sampler,
                                     cfg.env.ray_address)
         self.eval_venv = None
         obs_dim = self.venv.obs_dim
@@ -102,7 +84,7 @@ class MAMLTrainer(Trainer):
         self.policy = MetaPolicy(obs_dim, act_dim, cfg.policy.hidden, gaussian=not self.discrete,
                                  activation=cfg.policy.activation, min_std=cfg.policy.min_std)
         self.learner = MAMLLearner(self.policy, k, e, self.horizon, obs_dim, cfg)
-        self.env_rng = np.random.default_rng(derive_seeds(cfg.run.seed, 1, salt=21)[0])
+        self.env_rng = np.random.default_rng(SEEDS.derive(cfg.run.seed, "env")[0])
         self.env_steps = 0
         self.lrs = np.full(m.num_steps, m.fast_lr, np.float32)  # meta-training: alpha at every inner step
         self.checkpoint.track(policy=self.policy)
@@ -154,7 +136,7 @@ class MAMLTrainer(Trainer):
             train_batches.append(batch)
             timing["inner"] += time.perf_counter() - ti
         ts = time.perf_counter()
-        valid = self._sample(self.venv, params, tasks, m.fast_batch, salt=15)
+        valid = self._sample(self.venv, params, tasks, m.fast_batch, salt=SEEDS.valid_sampling)
         timing["sample"] += time.perf_counter() - ts
         tt = time.perf_counter()
         vbatch = self._batch(valid)
@@ -187,7 +169,7 @@ class MAMLTrainer(Trainer):
             if self.eval_venv is None or getattr(self, "_eval_shape", None) != (k, episodes):
                 if self.eval_venv is not None and hasattr(self.eval_venv, "close"):
                     self.eval_venv.close()
-                self.eval_venv = make_vector_env(self.cfg.env.family, self.cfg.env.kwargs, k * episodes,
+                self.eval_venv = make_task_vector_env(self.cfg.env.family, self.cfg.env.kwargs, k * episodes,
                                                  self.cfg.env.workers, self.cfg.env.sampler,
                                                  self.cfg.env.ray_address)
                 self._eval_learner = MAMLLearner(self.policy, k, episodes, self.horizon, self.eval_venv.obs_dim,
@@ -195,7 +177,7 @@ class MAMLTrainer(Trainer):
                 self._eval_shape = (k, episodes)
             venv = self.eval_venv
         learner = self.learner if venv is self.venv else self._eval_learner
-        rng = np.random.default_rng(derive_seeds(self.cfg.run.seed, 1, salt=31 + seed_salt)[0])
+        rng = np.random.default_rng(derive_seeds(self.cfg.run.seed, 1, salt=SEEDS.eval_tasks + seed_salt)[0])
         params = self.policy.tiled(k)
         out = []
         lrs = [self.cfg.maml.fast_lr] + [self.cfg.maml.fast_lr / 2] * steps
@@ -208,7 +190,7 @@ class MAMLTrainer(Trainer):
         return np.stack(out)
 
     def held_out_tasks(self, n: int):
-        return self.task_env.sample_tasks(n, np.random.default_rng(derive_seeds(self.cfg.run.seed, 1, salt=30)[0]))
+        return self.task_env.sample_tasks(n, np.random.default_rng(SEEDS.derive(self.cfg.run.seed, "tasks")[0]))
 
     def evaluate(self, episodes: int | None = None, tasks: int | None = None,
                  task_seed: int | None = None) -> dict[str, float]:
@@ -261,7 +243,7 @@ class MAMLTrainer(Trainer):
         live = module.serving_default(tf.constant(obs))
         # a batch of episodes of one held-out task, and what the live learner adapts to from it
         task = self.held_out_tasks(1)
-        venv = make_vector_env(self.cfg.env.family, self.cfg.env.kwargs, m.fast_batch, 1)
+        venv = make_task_vector_env(self.cfg.env.family, self.cfg.env.kwargs, m.fast_batch, 1)
         data = sample_episodes(venv, one_task.act, self.policy.tiled(1), task, m.fast_batch, self.horizon,
                                np.random.default_rng(0), (1, 2))
         if hasattr(venv, "close"):

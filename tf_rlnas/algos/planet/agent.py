@@ -208,7 +208,7 @@ class PlanetAgent(tf.Module):
             sac_batch = self._sac_batch(feat, batch)
 
             def sac_update():
-                m = self.sac._train(sac_batch)
+                m = self.sac.train_graph(sac_batch)
                 return tuple(m[k] for k in keys)
             vals = tf.cond(is_train, sac_update, lambda: (zero,) * len(keys))
             out.update({f"sac_{k}": v for k, v in zip(keys, vals)})

@@ -26,13 +26,18 @@ import tensorflow as tf
 from tf_rlnas.algos.planet.agent import TEST, TRAIN, PlanetAgent
 from tf_rlnas.core.files import atomic_write_text
 from tf_rlnas.core.logging import say
-from tf_rlnas.core.seeding import derive_seeds
+from tf_rlnas.core.seeding import SeedStreams
 from tf_rlnas.core.trainer import Budget, ExportSpec, Trainer
 from tf_rlnas.distributions import scale_action
 from tf_rlnas.envs.pixels import ProcessEnv, make_pixel_env
 from tf_rlnas.errors import UserError
 from tf_rlnas.replay.episodes import (chunk_dataset, episode_index, episode_length, list_episodes, readable_episodes,
                                      save_episode)
+
+
+# the seed streams of a PlaNet run (derive_seeds salts; worker_loaders: other workers' loader seeds
+# from run.seed + 1000 x rank; eval_episodes: evaluate()'s env seeds 10000 + i)
+SEEDS = SeedStreams(agent=41, worker_loaders=42, train_episodes=43, test_episodes=47, openloop=49, eval_episodes=10_000)
 
 
 class PlanetTrainer(Trainer):
@@ -75,7 +80,7 @@ class PlanetTrainer(Trainer):
         for d in self.dirs.values():
             if os.path.exists(d) and not os.path.isdir(d):
                 raise UserError(f"episode directory {d} exists and is not a directory")
-        s = derive_seeds(cfg.run.seed, 4, salt=41)
+        s = SEEDS.derive(cfg.run.seed, "agent", 4)
         self.agent = PlanetAgent(cfg, self.act_dim, s[0], self.strategy)
         # init.from_run is read (and refused if unusable) now, before anything is written; it is
         # applied when restore() finds no checkpoint of this run
@@ -94,7 +99,7 @@ class PlanetTrainer(Trainer):
         if t.batch % max(workers, 1):
             raise UserError(f"config key 'train.batch' ({t.batch}) must be a multiple of the {workers} workers")
         rank = 0 if self.is_chief else int(self.task_name.rsplit("-", 1)[-1]) + 1
-        ls = derive_seeds(cfg.run.seed + 1_000 * rank, 2, salt=42) if rank else s[1:3]
+        ls = SEEDS.derive(cfg.run.seed + 1_000 * rank, "worker_loaders", 2) if rank else s[1:3]
         per = t.batch // max(workers, 1)
         train_ds, self.train_loader = chunk_dataset(self.dirs["train"], t.chunk, per, size, self.act_dim, ls[0],
                                                     max_cache_steps=t.max_cache_steps)
@@ -191,7 +196,7 @@ class PlanetTrainer(Trainer):
         return total, n
 
     def _episode_seed(self, split: str) -> int:
-        base = derive_seeds(self.cfg.run.seed, 1, salt=43 if split == "train" else 47)[0]
+        base = SEEDS.derive(self.cfg.run.seed, f"{split}_episodes")[0]
         self.episodes[split] += 1
         return int((base + self.episodes[split]) % (2**31 - 1))
 
@@ -288,7 +293,7 @@ class PlanetTrainer(Trainer):
         if self._ol_iter is None:
             t = self.cfg.train
             ds, _ = chunk_dataset(self.dirs["test"], t.chunk, 3, self.cfg.env.image_size, self.act_dim,
-                                  derive_seeds(self.cfg.run.seed, 1, salt=49)[0], every=30)
+                                  SEEDS.derive(self.cfg.run.seed, "openloop")[0], every=30)
             self._ol_iter = iter(ds)
         return self._ol_iter
 
@@ -300,7 +305,7 @@ class PlanetTrainer(Trainer):
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         if not self.is_chief:
             return {}
-        rets = [self.run_episode(None, "greedy", 10_000 + i)[0] for i in range(episodes or self.cfg.train.test_episodes)]
+        rets = [self.run_episode(None, "greedy", SEEDS.eval_episodes + i)[0] for i in range(episodes or self.cfg.train.test_episodes)]
         return {"eval/return": float(np.mean(rets)), "eval/return_std": float(np.std(rets)),
                 "eval/episodes": float(len(rets))}
 

@@ -16,13 +16,15 @@ import numpy as np
 import tensorflow as tf
 
 from tf_rlnas.algos.reinforce.learner import ReinforceLearner
-from tf_rlnas.core.seeding import derive_seeds
+from tf_rlnas.core.seeding import SeedStreams
 from tf_rlnas.core.trainer import Budget, ExportSpec, Trainer, VideoSource
 from tf_rlnas.envs.factory import env_spaces, make_env_from_config, rng_state, set_rng_state
 from tf_rlnas.envs.rollout import Episode, Evaluator, collect_episodes
-from tf_rlnas.replay.returns import discounted_returns, gae
+from tf_rlnas.returns import discounted_returns, gae
 
 ONESHOT_ID = "tf_rlnas/OneShotGame-v0"
+# the seed streams of a REINFORCE run (derive_seeds salts; eval_envs seeds 1000 + i are fixed)
+SEEDS = SeedStreams(envs=1, learner=2, evaluator=3, eval_envs=1000)
 
 
 class ReinforceTrainer(Trainer):
@@ -32,12 +34,12 @@ class ReinforceTrainer(Trainer):
     def build(self) -> None:
         cfg = self.cfg
         n = cfg.train.episodes_per_update
-        seeds = derive_seeds(cfg.run.seed, n + 1, salt=1)
+        seeds = SEEDS.derive(cfg.run.seed, "envs", n + 1)
         self.envs = [self._make_env(s) for s in seeds[:n]]
-        self.evaluator = Evaluator(self._make_env, seeds[n], salt=3)
+        self.evaluator = Evaluator(self._make_env, seeds[n], salt=SEEDS.evaluator)
         self.obs_dim, self.act_dim, self.low, self.high = env_spaces(self.envs[0])
         self.oneshot = cfg.env.id == ONESHOT_ID
-        self.learner = ReinforceLearner(self.obs_dim, self.act_dim, cfg, seed=derive_seeds(cfg.run.seed, 1, 2)[0])
+        self.learner = ReinforceLearner(self.obs_dim, self.act_dim, cfg, seed=SEEDS.derive(cfg.run.seed, "learner")[0])
         self.env_steps = 0
         self.checkpoint.track(**self.learner.trackables())
         self.checkpoint.state("reinforce", self._state, self._load_state)
@@ -143,7 +145,7 @@ class ReinforceTrainer(Trainer):
                       "sample": {"action": module.sample(tf.constant(obs), tf.constant(seed))["action"].numpy()}})
 
     def eval_obs_example(self, i: int) -> np.ndarray:
-        env = self._make_env(1000 + i)
+        env = self._make_env(SEEDS.eval_envs + i)
         return np.asarray(env.reset()[0], np.float32)
 
 

@@ -28,6 +28,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tf_rlnas.core.trainer import Budget
+
 PEERS = {"sb3": ("stable_baselines3", "stable-baselines3"), "sbx": ("sbx", "sbx-rl")}
 K_STEPS = 10  # the loop is also measured with one call per K env steps (ours and the peers')
 
@@ -123,7 +125,8 @@ def measure_loop(trainer_cls, cfg, seconds: float) -> dict:
             if it == warm or (marks and now - marks[0][0] >= seconds and len(marks) == 1):
                 marks.append((now, tr.env_steps, int(tr.learner.updates.numpy()), dict(acc)))
 
-        tr.done = lambda: len(marks) == 2  # stop once the timed window is closed
+        budget = tr.budget
+        tr.budget = lambda: Budget(1, 1) if len(marks) == 2 else budget()  # stop once the timed window closes
         tr.fit(progress=False, on_iteration=on_it)
         (t0, s0, u0, a0), (t1, s1, u1, a1) = marks
         wall = t1 - t0

@@ -64,7 +64,7 @@ class SACTrainConfig:
     updates_per_step: float = option(1.0, min=0.0, help="gradient updates per env step")
     update_every: int = option(1, min=1, help="env steps between update calls (each call runs "
                                               "update_every * updates_per_step updates in one graph)")
-    jit_compile: bool = option(False, help="XLA-compile the update (measured slower here: tf_rlnas bench sac)")
+    jit_compile: bool = option(False, help="XLA-compile the update (slower than tf.function on the CPUs measured: tf_rlnas bench sac)")
     eval_every: int = option(5000, min=0, resume_ok=True, help="evaluate every N env steps (0 = at end)")
     eval_episodes: int = option(10, min=1, resume_ok=True)
 
@@ -76,7 +76,7 @@ class SACTrainConfig:
 @dataclasses.dataclass
 class SACConfig:
     # intra-op 1: the update's small matmuls run one per core side by side (inter-op) instead of
-    # each split over the cores (measured on 2 cores: +30% updates/s; tf_rlnas bench sac).
+    # each split over the cores (faster on few cores: tf_rlnas bench sac, docs/benchmarks.md).
     run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10_000, log_every=1000,
                                                                          intra_op_threads=1))
     env: SACEnvConfig = dataclasses.field(default_factory=SACEnvConfig)

@@ -16,12 +16,12 @@ bf16 GEMM runs faster than float32. A bfloat16 layer computes its product one of
 
 Only layers with a fan-in of at least ``BF16_MIN_FAN_IN`` take a bf16 path: for a first layer on
 a 17-23-dim observation the float32 product is cheaper (grappler fuses MatMul + BiasAdd + ReLU
-into one oneDNN kernel there; the fpmath path measured no faster for it). Acting, evaluation and
+into one oneDNN kernel there; the fpmath path is no faster for it). Acting, evaluation and
 serving run every matmul in float32 (``full_precision``): plain MatMuls, which the math mode does
 not touch.
 
 The twin critics are two plain MLPs, not one batched matmul ([2, B, in] x [2, in, out]): on a CPU
-TensorFlow's BatchMatMul with its stock gradient measured ~1.6x slower than two MatMuls, which TF's
+TensorFlow's BatchMatMul with its stock gradient is slower than two MatMuls, which TF's
 inter-op scheduler runs side by side.
 """
 

@@ -18,13 +18,19 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tf_rlnas.algos.sac.learner import EnvStep, SACLearner
-from tf_rlnas.core.seeding import derive_seeds
+from tf_rlnas.algos.sac.env_step import EnvStep
+from tf_rlnas.algos.sac.learner import SACLearner
+from tf_rlnas.core.seeding import SeedStreams
 from tf_rlnas.core.trainer import Budget, ExportSpec, Trainer, VideoSource
 from tf_rlnas.distributions import scale_action
 from tf_rlnas.envs.factory import env_spaces, make_env_from_config, make_vector_env
 from tf_rlnas.envs.rollout import Evaluator
 from tf_rlnas.replay.uniform import ReplayBuffer, VectorTransitions
+
+
+# the seed streams of a SAC / ACE run (derive_seeds salts; export_env seeds the env whose observation
+# space gives the export's example inputs)
+SEEDS = SeedStreams(envs=11, learner=12, evaluator=13, export_env=4242)
 
 
 class SACTrainer(Trainer):
@@ -35,16 +41,16 @@ class SACTrainer(Trainer):
     def build(self) -> None:
         cfg = self.cfg
         n = cfg.env.num_envs
-        seeds = derive_seeds(cfg.run.seed, n + 1, salt=11)
+        seeds = SEEDS.derive(cfg.run.seed, "envs", n + 1)
         self.env_seeds = seeds[:n]
-        self.evaluator = Evaluator(self._make_env, seeds[n], salt=13)
+        self.evaluator = Evaluator(self._make_env, seeds[n], salt=SEEDS.evaluator)
         self.venv = make_vector_env(cfg.env.id, self.env_seeds, cfg.env.max_episode_steps, cfg.env.kwargs,
                                     cfg.env.vector)
         probe = self._make_env(self.env_seeds[0])
         self.obs_dim, self.act_dim, self.low, self.high = env_spaces(probe)
         probe.close()
         self.learner = self.learner_cls(self.obs_dim, self.act_dim, cfg.agent,
-                                        seed=derive_seeds(cfg.run.seed, 1, salt=12)[0],
+                                        seed=SEEDS.derive(cfg.run.seed, "learner")[0],
                                         jit_compile=cfg.train.jit_compile)
         self.buffer = ReplayBuffer(cfg.train.buffer_size, self.obs_dim, self.act_dim)
         self.env_step = EnvStep(self.learner, self.buffer, n, cfg.train.batch_size)
@@ -224,7 +230,7 @@ class SACTrainer(Trainer):
 
     def export_spec(self) -> ExportSpec:
         module = TanhPolicyModule(self.learner.actor, self.low, self.high)
-        env = self._make_env(4242)
+        env = self._make_env(SEEDS.export_env)
         obs = np.stack([env.observation_space.sample() for _ in range(4)]).astype(np.float32)
         obs = np.clip(obs, -5, 5)
         seed = np.int64(3)

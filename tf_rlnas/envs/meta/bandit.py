@@ -6,8 +6,10 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from tf_rlnas.envs.meta.tasks import TaskEnv
 
-class BernoulliBandit(gym.Env):
+
+class BernoulliBandit(TaskEnv):
     metadata = {"render_modes": []}
 
     def __init__(self, k: int = 5, task: dict | None = None):
@@ -18,17 +20,13 @@ class BernoulliBandit(gym.Env):
         if task is not None:
             self.reset_task(task)
 
-    def sample_tasks(self, n: int, rng: np.random.Generator | None = None) -> list[dict]:
-        rng = rng if rng is not None else self.np_random
+    def draw_tasks(self, n: int, rng: np.random.Generator) -> list[dict]:
         return [{"p": p} for p in rng.uniform(0.0, 1.0, size=(n, self.k))]
 
     def reset_task(self, task: dict) -> None:
         self._p = np.asarray(task["p"], np.float64)
 
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        if options and "task" in options:
-            self.reset_task(options["task"])
+    def start_episode(self):
         return np.zeros(1, np.float32), {}
 
     def step(self, action):

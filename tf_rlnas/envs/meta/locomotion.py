@@ -19,7 +19,11 @@ from tf_rlnas.envs.mujoco_assets import finish_model, quiet_model_kwargs
 
 class _Tasks:
     """Task handling shared by the MuJoCo families: a task dict, ``reset_task``, and
-    ``reset(options={"task": ...})``. Subclasses give ``sample_tasks`` and the forward reward."""
+    ``reset(options={"task": ...})`` (as ``tasks.TaskEnv``, but MuJoCo's own reset). Subclasses give
+``draw_tasks(n, rng)`` and the forward reward."""
+
+    def sample_tasks(self, n: int, rng: np.random.Generator | None = None) -> list[dict]:
+        return self.draw_tasks(n, rng if rng is not None else self.np_random)
 
     def _init_task(self, task: dict | None) -> None:
         self._task = self.sample_tasks(1, np.random.default_rng(0))[0] if task is None else task
@@ -51,8 +55,7 @@ class _HalfCheetahTask(_Tasks, HalfCheetahEnv):
 
 
 class HalfCheetahVel(_HalfCheetahTask):
-    def sample_tasks(self, n, rng=None):
-        rng = rng if rng is not None else self.np_random
+    def draw_tasks(self, n, rng):
         return [{"velocity": float(v)} for v in rng.uniform(0.0, 2.0, size=n)]
 
     def _forward_reward(self, v):
@@ -60,8 +63,7 @@ class HalfCheetahVel(_HalfCheetahTask):
 
 
 class HalfCheetahDir(_HalfCheetahTask):
-    def sample_tasks(self, n, rng=None):
-        rng = rng if rng is not None else self.np_random
+    def draw_tasks(self, n, rng):
         return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], size=n)]
 
     def _forward_reward(self, v):
@@ -86,8 +88,7 @@ class _AntTask(_Tasks, AntEnv):
 
 
 class AntVel(_AntTask):
-    def sample_tasks(self, n, rng=None):
-        rng = rng if rng is not None else self.np_random
+    def draw_tasks(self, n, rng):
         return [{"velocity": float(v)} for v in rng.uniform(0.0, 3.0, size=n)]
 
     def _forward_reward(self, info):
@@ -95,8 +96,7 @@ class AntVel(_AntTask):
 
 
 class AntDir(_AntTask):
-    def sample_tasks(self, n, rng=None):
-        rng = rng if rng is not None else self.np_random
+    def draw_tasks(self, n, rng):
         return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], size=n)]
 
     def _forward_reward(self, info):
@@ -104,8 +104,7 @@ class AntDir(_AntTask):
 
 
 class AntPos(_AntTask):
-    def sample_tasks(self, n, rng=None):
-        rng = rng if rng is not None else self.np_random
+    def draw_tasks(self, n, rng):
         return [{"position": g} for g in rng.uniform(-3.0, 3.0, size=(n, 2))]
 
     def _forward_reward(self, info):

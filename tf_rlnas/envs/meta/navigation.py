@@ -6,15 +6,17 @@ Actions: by default in normalised units, ``action_space = [-1, 1]^2`` and displa
 ``= 0.1 * clip(a, -1, 1)`` - what the paper's experiments did (rllab's ``normalize`` wrapper around
 the point env). ``normalized_actions=False`` exposes the raw [-0.1, 0.1] displacement as
 pytorch-maml-rl does; a unit-std Gaussian policy is then clipped almost always and meta-training
-degrades after ~50 iterations (measured: see the README)."""
+degrades (docs/maml_trpo.md)."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
 
+from tf_rlnas.envs.meta.tasks import TaskEnv
 
-class Navigation2D(gym.Env):
+
+class Navigation2D(TaskEnv):
     metadata = {"render_modes": []}
 
     def __init__(self, task: dict | None = None, low: float = -0.5, high: float = 0.5,
@@ -29,17 +31,13 @@ class Navigation2D(gym.Env):
         if task is not None:
             self.reset_task(task)
 
-    def sample_tasks(self, n: int, rng: np.random.Generator | None = None) -> list[dict]:
-        rng = rng if rng is not None else self.np_random
+    def draw_tasks(self, n: int, rng: np.random.Generator) -> list[dict]:
         return [{"goal": g} for g in rng.uniform(self.low, self.high, size=(n, 2))]
 
     def reset_task(self, task: dict) -> None:
         self._goal = np.asarray(task["goal"], np.float64)
 
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        if options and "task" in options:
-            self.reset_task(options["task"])
+    def start_episode(self):
         self._state = np.zeros(2, np.float64)
         return self._state.astype(np.float32), {"task": {"goal": self._goal.copy()}}
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from tf_rlnas.envs.meta.tasks import TaskEnv
 
-class TabularMDP(gym.Env):
+
+class TabularMDP(TaskEnv):
     metadata = {"render_modes": []}
 
     def __init__(self, num_states: int = 10, num_actions: int = 5, horizon: int = 10, task: dict | None = None):
@@ -21,8 +23,7 @@ class TabularMDP(gym.Env):
         if task is not None:
             self.reset_task(task)
 
-    def sample_tasks(self, n: int, rng: np.random.Generator | None = None) -> list[dict]:
-        rng = rng if rng is not None else self.np_random
+    def draw_tasks(self, n: int, rng: np.random.Generator) -> list[dict]:
         trans = rng.dirichlet(np.ones(self.S), size=(n, self.S, self.A))
         means = rng.normal(1.0, 1.0, size=(n, self.S, self.A))
         return [{"transitions": t, "rewards_mean": m} for t, m in zip(trans, means)]
@@ -36,10 +37,7 @@ class TabularMDP(gym.Env):
         o[self._s] = 1.0
         return o
 
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        if options and "task" in options:
-            self.reset_task(options["task"])
+    def start_episode(self):
         self._s, self._t = 0, 0
         return self._obs(), {}
 
