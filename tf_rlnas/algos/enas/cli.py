@@ -356,12 +356,16 @@ def cmd_derive(args) -> int:
     if saved is not None and saved[1].get("mode") == "fixed":
         raise UserError(f"{args.run_dir} is a fixed-mode retrain: derive needs a search run (mode: search)")
     _, cfg, trainer = load_run(args.run_dir, number=args.epoch)
-    rundir.ensure_writable(os.path.join(args.run_dir, "derived"))  # a read-only run: one line, before the work
-    if cfg.child.lr_t0 is None:
-        print("note: child.lr_t0 is null (one cosine cycle over child.epochs): this is the architecture at this "
-              "epoch of this run, not what a shorter search (whose cycle is shorter) would derive", file=sys.stderr)
-    result = trainer.derive()
-    path = trainer.write_derived(result, announce=not args.json)
+    try:
+        rundir.ensure_writable(os.path.join(args.run_dir, "derived"))  # a read-only run: one line, before the work
+        if cfg.child.lr_t0 is None:
+            print("note: child.lr_t0 is null (one cosine cycle over child.epochs): this is the architecture at "
+                  "this epoch of this run, not what a shorter search (whose cycle is shorter) would derive",
+                  file=sys.stderr)
+        result = trainer.derive()
+        path = trainer.write_derived(result, announce=not args.json)
+    finally:
+        trainer.close()
     if args.json:
         print(json.dumps({**result, "path": path}))
     return 0
