@@ -20,7 +20,8 @@ from tf_rlnas import config as C
 from tf_rlnas.algos.enas.child import Branch, ChildNet, FactorizedReduction, crop_top_left
 from tf_rlnas.algos.enas.config import EnasConfig
 from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_to_dict
-from tf_rlnas.algos.enas.trainer import EnasTrainer, advantages, cosine_lr, make_controller_update
+from tf_rlnas.algos.enas.search import advantages, make_controller_update
+from tf_rlnas.algos.enas.trainer import EnasTrainer, cosine_lr
 from tf_rlnas.cli import main
 from tf_rlnas.core import rundir
 from tf_rlnas.data.images import Splits, load_arrays

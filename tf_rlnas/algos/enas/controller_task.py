@@ -92,7 +92,7 @@ def run_trial(cfg, trial: int, checkpoints, signal: float, noise: float, skip_sh
     import tensorflow as tf
 
     from tf_rlnas.algos.enas.controller import Controller
-    from tf_rlnas.algos.enas.trainer import advantages, make_controller_update
+    from tf_rlnas.algos.enas.search import advantages, make_controller_update
 
     k, sc, L = cfg.controller, cfg.search, cfg.child.num_layers
     seed = int(cfg.run.seed)
