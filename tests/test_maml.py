@@ -396,24 +396,6 @@ def test_gaussian_export_serves_the_meta_policy_mean(tmp_path):
     assert np.max(np.abs(want_adapted.numpy() - want.numpy())) > 1e-3  # adaptation changed the policy
 
 
-@pytest.mark.parametrize("sets, needle", [
-    (["env.family=nope"], "env.family"),
-    (["policy.distribution=categorical"], "'policy.distribution' in --set was removed: the family decides"),
-    (["maml.fast_batch=0"], "maml.fast_batch"),
-    (["maml.meta_batch=0"], "maml.meta_batch"),
-    (["policy.hidden=[]"], "policy.hidden"),
-    (["maml.fast_lr=0"], "maml.fast_lr"),
-    (["env.kwargs.k=3"], "env.kwargs.k"),
-    (["maml.curvature_subsample=5", "maml.hvp=gauss_newton"], "maml.curvature_subsample"),
-])
-def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch, sets, needle):
-    monkeypatch.chdir(tmp_path)
-    code = main(["train", "maml_trpo", *sum([["--set", s] for s in sets], []), "--run-dir", str(tmp_path / "r")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and needle in err[0], err
-    assert os.listdir(tmp_path) == []
-
-
 def test_sampler_masks_ended_episodes():
     pol = MetaPolicy(2, 2, [8])
     vec = Navigation2DVec(normalized_actions=False)

@@ -79,6 +79,24 @@ PLANET = ["--config", "point_reach", "--config", "smoke"]
     (["train", "planet", *PLANET, "--set", "train.chunk=1000"], "train.chunk"),
     (["train", "planet", *PLANET, "--set", "init.from_run=/no/such/run"], "init.from_run"),
     (["train", "planet", *PLANET, "--set", "env.name=no_such_env"], "no_such_env"),
+    # MAML-TRPO's config checks
+    (["train", "maml_trpo", "--set", "env.family=nope"], "env.family"),
+    (["train", "maml_trpo", "--set", "policy.distribution=categorical"],
+     "'policy.distribution' in --set was removed: the family decides"),
+    (["train", "maml_trpo", "--set", "maml.fast_batch=0"], "maml.fast_batch"),
+    (["train", "maml_trpo", "--set", "maml.meta_batch=0"], "maml.meta_batch"),
+    (["train", "maml_trpo", "--set", "policy.hidden=[]"], "policy.hidden"),
+    (["train", "maml_trpo", "--set", "maml.fast_lr=0"], "maml.fast_lr"),
+    (["train", "maml_trpo", "--set", "env.kwargs.k=3"], "env.kwargs.k"),
+    (["train", "maml_trpo", "--set", "maml.curvature_subsample=5", "--set", "maml.hvp=gauss_newton"],
+     "maml.curvature_subsample"),
+    # PlaNet's config and environment checks
+    (["train", "planet", *PLANET, "--set", "env.name=NoSuchEnv-v9"], "NoSuchEnv-v9"),
+    (["train", "planet", *PLANET, "--set", "train.chunk=40"], "train.chunk"),
+    (["train", "planet", *PLANET, "--set", "planner.top_k=500"], "planner.top_k"),
+    (["train", "planet", *PLANET, "--set", "sac.act_with=actor"], "sac.enabled"),
+    (["train", "planet", *PLANET, "--set", "init.exclude=[(]"], "init.exclude"),
+    (["train", "planet", *PLANET, "--set", "env.image_size=32"], "env.image_size"),
 ])
 def test_refused_input_leaves_no_run_directory(tmp_path, capsys, monkeypatch, argv, needle):
     monkeypatch.chdir(tmp_path)

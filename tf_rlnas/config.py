@@ -49,6 +49,22 @@ def option(default: Any = _MISSING, *, default_factory: Any = _MISSING, help: st
     return dataclasses.field(default=default, metadata=meta)
 
 
+def section(cls: type, **overrides: Any) -> Any:
+    """A field holding section ``cls`` with some of its defaults changed for this algorithm
+    (``run: RunConfig = section(RunConfig, checkpoint_every=1)``)."""
+    return dataclasses.field(default_factory=lambda: cls(**overrides))
+
+
+def schema(cls: type) -> type:
+    """``@dataclass`` for an algorithm's top-level config: a field typed with a section dataclass and
+    given no default holds that section with its own defaults (``data: EnasData`` alone)."""
+    hints = get_type_hints(cls)
+    for name in cls.__dict__.get("__annotations__", {}):
+        if name not in cls.__dict__ and dataclasses.is_dataclass(hints[name]):
+            setattr(cls, name, dataclasses.field(default_factory=hints[name]))
+    return dataclasses.dataclass(cls)
+
+
 @dataclasses.dataclass
 class DistributeConfig:
     """The ``distribute:`` section of the algorithms with a distributed learner (ENAS, PlaNet)."""

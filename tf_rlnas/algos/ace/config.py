@@ -8,7 +8,7 @@ import dataclasses
 from typing import Literal
 
 from tf_rlnas.algos.sac.config import SACAgentConfig, SACConfig, SACTrainConfig
-from tf_rlnas.config import option
+from tf_rlnas.config import option, schema, section
 
 
 @dataclasses.dataclass
@@ -22,9 +22,9 @@ class ACESection:
     dormant_threshold: float = option(0.05, min=0.0, help="a neuron is dormant below this x the layer's mean grad norm")
 
 
-@dataclasses.dataclass
+@schema
 class ACEConfig(SACConfig):
-    agent: SACAgentConfig = dataclasses.field(default_factory=lambda: SACAgentConfig(
-        actor_hidden=[1024, 1024, 1024], critic_hidden=[1024, 1024, 1024], policy_every=2))
-    train: SACTrainConfig = dataclasses.field(default_factory=lambda: SACTrainConfig(batch_size=512))
-    ace: ACESection = dataclasses.field(default_factory=ACESection)
+    agent: SACAgentConfig = section(SACAgentConfig, actor_hidden=[1024, 1024, 1024],
+                                     critic_hidden=[1024, 1024, 1024], policy_every=2)
+    train: SACTrainConfig = section(SACTrainConfig, batch_size=512)
+    ace: ACESection

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, Optional
 
-from tf_rlnas.config import DistributeConfig, RunConfig, option
+from tf_rlnas.config import DistributeConfig, RunConfig, option, schema, section
 from tf_rlnas.errors import ConfigError
 
 
@@ -106,16 +106,16 @@ class EnasFixed:
                                                 "uniform ops, fair-coin skips) or conv_stack (conv3x3, no skips)")
 
 
-@dataclasses.dataclass
+@schema
 class EnasConfig:
-    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=1, log_every=1))
+    run: RunConfig = section(RunConfig, checkpoint_every=1, log_every=1)
     mode: Literal["search", "fixed"] = option("search", help="search | fixed (retrain fixed.arc_file)")
-    data: EnasData = dataclasses.field(default_factory=EnasData)
-    child: EnasChild = dataclasses.field(default_factory=EnasChild)
-    controller: EnasController = dataclasses.field(default_factory=EnasController)
-    search: EnasSearch = dataclasses.field(default_factory=EnasSearch)
-    fixed: EnasFixed = dataclasses.field(default_factory=EnasFixed)
-    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
+    data: EnasData
+    child: EnasChild
+    controller: EnasController
+    search: EnasSearch
+    fixed: EnasFixed
+    distribute: DistributeConfig
 
     def validate(self) -> None:
         if self.mode == "fixed" and not self.fixed.arc_file:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from tf_rlnas.config import RunConfig, option
+from tf_rlnas.config import RunConfig, option, schema, section
 from tf_rlnas.errors import ConfigError
 
 FAMILIES = ("2dnav", "halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir", "ant_pos", "bandit", "tabular_mdp")
@@ -77,13 +77,13 @@ class MAMLTrain:
                                      "original 2D-navigation test used 40)")
 
 
-@dataclasses.dataclass
+@schema
 class MAMLConfig:
-    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=1))
-    env: MAMLEnv = dataclasses.field(default_factory=MAMLEnv)
-    policy: MAMLPolicy = dataclasses.field(default_factory=MAMLPolicy)
-    maml: MAMLSection = dataclasses.field(default_factory=MAMLSection)
-    train: MAMLTrain = dataclasses.field(default_factory=MAMLTrain)
+    run: RunConfig = section(RunConfig, checkpoint_every=1)
+    env: MAMLEnv
+    policy: MAMLPolicy
+    maml: MAMLSection
+    train: MAMLTrain
 
     # keys of earlier versions: refused with the reason in new input, dropped from saved run configs
     REMOVED = {"policy.distribution": "the family decides the distribution (normal for continuous families, "

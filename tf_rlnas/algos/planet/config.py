@@ -10,7 +10,7 @@ import dataclasses
 from typing import Literal
 
 from tf_rlnas.algos.sac.config import SACAgentConfig
-from tf_rlnas.config import DistributeConfig, RunConfig, option
+from tf_rlnas.config import DistributeConfig, RunConfig, option, schema, section
 from tf_rlnas.errors import ConfigError
 
 
@@ -87,16 +87,16 @@ class PlanetTrain:
     image_summary_every: int = option(5000, min=0, resume_ok=True, help="open-loop prediction images (0 = off)")
 
 
-@dataclasses.dataclass
+@schema
 class PlanetConfig:
-    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=1000, log_every=100))
-    env: PlanetEnv = dataclasses.field(default_factory=PlanetEnv)
-    model: PlanetModel = dataclasses.field(default_factory=PlanetModel)
-    planner: PlanetPlanner = dataclasses.field(default_factory=PlanetPlanner)
-    sac: PlanetSAC = dataclasses.field(default_factory=PlanetSAC)
-    init: PlanetInit = dataclasses.field(default_factory=PlanetInit)
-    train: PlanetTrain = dataclasses.field(default_factory=PlanetTrain)
-    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
+    run: RunConfig = section(RunConfig, checkpoint_every=1000, log_every=100)
+    env: PlanetEnv
+    model: PlanetModel
+    planner: PlanetPlanner
+    sac: PlanetSAC
+    init: PlanetInit
+    train: PlanetTrain
+    distribute: DistributeConfig
 
     def validate(self) -> None:
         if self.planner.top_k > self.planner.candidates:

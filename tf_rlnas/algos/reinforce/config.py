@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from tf_rlnas.config import RunConfig, option
+from tf_rlnas.config import RunConfig, option, schema
 from tf_rlnas.errors import ConfigError
 
 
@@ -68,9 +68,9 @@ class TrainConfig:
             raise ConfigError("config key 'train.baseline' = 'batch' needs train.episodes_per_update >= 2")
 
 
-@dataclasses.dataclass
+@schema
 class ReinforceConfig:
-    run: RunConfig = dataclasses.field(default_factory=RunConfig)
-    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
-    actor: ActorConfig = dataclasses.field(default_factory=ActorConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    run: RunConfig
+    env: EnvConfig
+    actor: ActorConfig
+    train: TrainConfig

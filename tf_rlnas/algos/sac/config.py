@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, Optional
 
-from tf_rlnas.config import RunConfig, option
+from tf_rlnas.config import RunConfig, option, schema, section
 from tf_rlnas.errors import ConfigError
 
 
@@ -73,12 +73,11 @@ class SACTrainConfig:
             raise ConfigError("config key 'train.batch_size' must not exceed train.buffer_size")
 
 
-@dataclasses.dataclass
+@schema
 class SACConfig:
     # intra-op 1: the update's small matmuls run one per core side by side (inter-op) instead of
     # each split over the cores (faster on few cores: tf_rlnas bench sac, docs/benchmarks.md).
-    run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(checkpoint_every=10_000, log_every=1000,
-                                                                         intra_op_threads=1))
-    env: SACEnvConfig = dataclasses.field(default_factory=SACEnvConfig)
-    agent: SACAgentConfig = dataclasses.field(default_factory=SACAgentConfig)
-    train: SACTrainConfig = dataclasses.field(default_factory=SACTrainConfig)
+    run: RunConfig = section(RunConfig, checkpoint_every=10_000, log_every=1000, intra_op_threads=1)
+    env: SACEnvConfig
+    agent: SACAgentConfig
+    train: SACTrainConfig
