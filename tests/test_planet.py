@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import tempfile
 
 import gymnasium as gym
 import numpy as np
@@ -195,6 +196,80 @@ def test_rssm_shapes_and_decoder_round_trip():
     imagined = rssm.imagine({k: v[:, -1] for k, v in post.items()}, tf.zeros([2, 4, 2]), tf.constant([2, 3]))
     assert imagined["stoch"].shape == (2, 4, 5)
     assert dec(RSSM.features(post)).shape == (2, 3, 64, 64, 3) and rssm.feat_dim == 12
+
+
+def test_gru_is_keras_gru_in_float32_and_keeps_a_float32_state_in_bfloat16():
+    """RSSM.gru computes Keras' GRUCell on the cell's own variables (checkpoint paths unchanged):
+    exactly in float32; with bfloat16 products the state stays float32 and close."""
+    from tf_rlnas.algos.planet.models import RSSM
+    x = tf.random.stateless_normal([8, 6], [1, 2])
+    h = tf.random.stateless_normal([8, 7], [3, 4])
+    r32 = RSSM(act_dim=2, embed_dim=5, deter=7, stoch=5, hidden=6)
+    want, _ = r32.cell(x, [h])
+    np.testing.assert_allclose(r32.gru(x, h).numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+    r16 = RSSM(act_dim=2, embed_dim=5, deter=7, stoch=5, hidden=6, compute_dtype="bfloat16")
+    for a, b in zip(r16.weights, r32.weights):
+        assert a.path == b.path and a.dtype == "float32"
+        a.assign(b)
+    got = r16.gru(x, h)
+    assert got.dtype == tf.float32
+    err = float(tf.reduce_max(tf.abs(got - want)))
+    assert 0 < err < 0.02, err  # bfloat16 products (8 significant bits), float32 gates
+
+
+def _world_model_losses(dtype: str, seed: int, steps: int) -> np.ndarray:
+    cfg = C.resolve(PlanetConfig, [CFG[0]], [f"model.compute_dtype={dtype}", f"run.seed={seed}"])
+    with tempfile.TemporaryDirectory() as d:
+        tr = PlanetTrainer(cfg, d)
+        try:
+            tr.seed_episodes()
+            assert tr.agent.encoder.convs.layers[0].compute_dtype == dtype
+            return np.array([float(tr.agent.step(tf.constant(TRAIN))["total"]) for _ in range(steps)])
+        finally:
+            tr.close()
+
+
+def test_bfloat16_world_model_learns_within_the_float32_seed_spread():
+    """The built-in task's CPU config: 30 world-model steps in bfloat16 end with a loss inside the
+    range of three float32 seeds (measured: float32 164-249, bfloat16 240 with seed 0, 188 with
+    seed 1), and the same seed's early losses agree to ~1%."""
+    f32 = [_world_model_losses("float32", s, 30) for s in (0, 1, 2)]
+    b16 = _world_model_losses("bfloat16", 0, 30)
+    ends = [x[-10:].mean() for x in f32]
+    lo, hi = min(ends), max(ends)
+    margin = 0.1 * (hi - lo)
+    assert lo - margin <= b16[-10:].mean() <= hi + margin, (b16[-10:].mean(), ends)
+    assert b16[-10:].mean() < 0.5 * b16[:5].mean()  # it learns
+    np.testing.assert_allclose(b16[:5], f32[0][:5], rtol=0.02)
+
+
+def test_bfloat16_planner_reaches_the_float32_plans_return_on_a_fixed_model():
+    """Same weights, same observations, same seeds: the plan CEM finds on the bfloat16 model scores
+    (under the float32 model) within 0.2% of the float32 model's plan, and its first action - the
+    one executed - is close. Measured on this untrained model, whose return surface is flat: plans
+    identical on 3-4 of 5 observations, elsewhere first actions up to 0.1 apart at returns 0.06%
+    apart (which elite is chosen flips on near-ties)."""
+    from tf_rlnas.algos.planet.agent import PlanetAgent
+    cfg = [C.resolve(PlanetConfig, [CFG[0]], [f"model.compute_dtype={dt}"]) for dt in ("float32", "bfloat16")]
+    a32, a16 = PlanetAgent(cfg[0], 2, 0), PlanetAgent(cfg[1], 2, 5)
+    n16 = a16.named_variables()
+    for k, v in a32.named_variables().items():
+        n16[k].assign(v)
+    p = cfg[0].planner
+    rng = np.random.default_rng(0)
+    same = 0
+    for i in range(5):
+        img = tf.constant(rng.integers(0, 256, (1, 64, 64, 3)), tf.uint8)
+        plans, returns = [], []
+        for agent in (a32, a16):
+            post = agent.filter(agent.initial_state(), tf.zeros([1, 2]), img, None, sample=False)
+            plan = cem(agent._objective(post), 2, p.horizon, p.iterations, p.candidates, p.top_k, tf.constant([i, 3]))
+            plans.append(plan.numpy())
+            returns.append(float(a32._objective(post)(plan[None], tf.constant([9, 9]))[0]))
+        assert abs(returns[1] - returns[0]) <= 0.002 * abs(returns[0]), returns
+        np.testing.assert_allclose(plans[1][0], plans[0][0], atol=0.15)
+        same += int(np.abs(plans[1] - plans[0]).max() < 1e-3)
+    assert same >= 2, same
 
 
 def test_kl_and_image_quantisation():

@@ -19,6 +19,7 @@ from tf_rlnas.clikit import (add_config_arguments, config_path, import_tf_quietl
                              prepare_process, resolve_train_config, saved_algo)
 from tf_rlnas.core import rundir
 from tf_rlnas.errors import UserError
+from tf_rlnas.nn.precision import cpu_line
 
 EPILOG = """examples:
   tf_rlnas train reinforce                                   # the one-shot game, built-in defaults
@@ -156,6 +157,7 @@ def cmd_bench(args, ext) -> int:
     cfg = C.resolve(spec.load("config"), files, args.set)
     prepare_process(args.algo, cfg)
     import_tf_quietly()
+    print(cpu_line())  # every figure below is this CPU's
     opts = ext.bench.get(args.algo)
     if opts is not None and opts.run is not None and opts.run(cfg, args):
         return 0

@@ -10,16 +10,44 @@ import os
 import sys
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str, frozenset]:
+    """(model name, flags) of the first CPU in /proc/cpuinfo; ("unknown CPU", {}) where unreadable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return "unknown CPU", frozenset()
+    model, flags = "unknown CPU", frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown CPU":
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = frozenset(value.split())
+    return model, flags
+
+
+def cpu_line() -> str:
+    """One line naming this machine's CPU for benchmark headers: model, cores, the ISA flags that decide
+    the matmul paths, and what ``auto`` resolves to here."""
+    model, flags = _cpuinfo()
+    isa = " ".join(f for f in ISA_FLAGS if f in flags) or "none of " + "/".join(ISA_FLAGS)
+    why = ("native bf16 dot products: " + "/".join(f for f in ("avx512_bf16", "amx_bf16") if f in flags)
+           if native_bfloat16() else "no avx512_bf16/amx_bf16: bf16 would be emulated")
+    return (f"cpu: {model}, {os.cpu_count()} cores; isa: {isa}; "
+            f"compute dtype auto -> {resolve_dtype('auto')} ({why})")
+
+
 @functools.lru_cache(maxsize=1)
 def native_bfloat16() -> bool:
     """True where the CPU has native bfloat16 dot products (AVX512_BF16 or AMX): there oneDNN's
     bfloat16 matmuls and convolutions run faster than float32; elsewhere they are emulated and slower.
     Read once per process."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
+    flags = _cpuinfo()[1]
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 

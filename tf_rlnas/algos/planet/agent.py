@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from tf_rlnas.algos.planet.models import RSSM, Decoder, Encoder, RewardHead, kl_divergence, postprocess, preprocess
 from tf_rlnas.algos.planet.planner import cem
+from tf_rlnas.nn.precision import resolve_dtype
 
 TRAIN, TEST = 0, 1
 
@@ -59,11 +60,12 @@ class PlanetAgent(tf.Module):
         m = cfg.model
         self.cfg, self.act_dim = cfg, int(act_dim)
         size = cfg.env.image_size
-        self.encoder = Encoder(m.depth)
+        self.compute_dtype = dt = resolve_dtype(m.compute_dtype)
+        self.encoder = Encoder(m.depth, dt)
         embed_dim = int(self.encoder(tf.zeros([1, size, size, 3])).shape[-1])
-        self.rssm = RSSM(act_dim, embed_dim, m.deter, m.stoch, m.hidden, m.min_std)
-        self.decoder = Decoder(m.depth)
-        self.reward = RewardHead(m.reward_hidden)
+        self.rssm = RSSM(act_dim, embed_dim, m.deter, m.stoch, m.hidden, m.min_std, dt)
+        self.decoder = Decoder(m.depth, dt)
+        self.reward = RewardHead(m.reward_hidden, dt)
         feat = tf.zeros([1, self.rssm.feat_dim])
         self.decoder(feat)
         self.reward(feat)

@@ -11,6 +11,14 @@ RSSM (Hafner et al. 2019): deterministic state h (GRU, ``deter`` units), stochas
 A state is a dict ``{mean, std, stoch, deter}``; sequences are [B, T, ...]. Encoder for 64x64x3:
 conv 4x4 stride 2 of depth d, 2d, 4d, 8d (d = 32: 1024 features); decoder: dense -> 1x1x(32d) ->
 transposed conv 5/5/6/6 stride 2 of 4d, 2d, d, 3 -> 64x64x3 mean of Normal(mean, 1).
+
+Precision (``compute_dtype``, resolved from ``model.compute_dtype``): with ``bfloat16`` the convs,
+the transposed convs and the hidden dense layers multiply in bfloat16 (Keras' ``mixed_bfloat16``
+policy: float32 variables, bfloat16 inputs and products with float32 accumulation inside oneDNN);
+everything that accumulates or is compared stays float32: the GRU's gates and state (its two
+products are bfloat16, :func:`RSSM.gru`), the Gaussian heads (mean, std), the reward output, the
+images the loss compares, the KL, the losses and the planner's statistics. With ``float32``
+every op is float32.
 """
 
 from __future__ import annotations
@@ -22,60 +30,87 @@ from tf_rlnas.distributions import diag_gaussian_kl
 from tf_rlnas.nn.mlp import mlp
 
 
+def _policy(compute_dtype: str):
+    """The Keras dtype policy of a layer that multiplies in ``compute_dtype`` (None = float32)."""
+    if compute_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"compute_dtype must be float32 or bfloat16 (resolved), not {compute_dtype!r}")
+    return "mixed_bfloat16" if compute_dtype == "bfloat16" else None
+
+
 class Encoder(keras.Model):
-    def __init__(self, depth: int = 32, name="encoder"):
+    def __init__(self, depth: int = 32, compute_dtype: str = "float32", name="encoder"):
         super().__init__(name=name)
-        self.convs = keras.Sequential([keras.layers.Conv2D(depth * m, 4, 2, activation="relu", name=f"conv{i}")
+        policy = _policy(compute_dtype)
+        self.convs = keras.Sequential([keras.layers.Conv2D(depth * m, 4, 2, activation="relu", name=f"conv{i}",
+                                                           dtype=policy)
                                        for i, m in enumerate((1, 2, 4, 8))], name="convs")
 
-    def call(self, image):  # [..., 64, 64, 3] float -> [..., 32 d]
+    def call(self, image):  # [..., 64, 64, 3] float -> [..., 32 d] float32
         lead = tf.shape(image)[:-3]
-        x = self.convs(tf.reshape(image, tf.concat([[-1], tf.shape(image)[-3:]], 0)))
+        x = tf.cast(self.convs(tf.reshape(image, tf.concat([[-1], tf.shape(image)[-3:]], 0))), tf.float32)
         return tf.reshape(x, tf.concat([lead, [x.shape[1] * x.shape[2] * x.shape[3]]], 0))
 
 
 class Decoder(keras.Model):
-    def __init__(self, depth: int = 32, name="decoder"):
+    def __init__(self, depth: int = 32, compute_dtype: str = "float32", name="decoder"):
         super().__init__(name=name)
         self.depth = depth
-        self.dense = keras.layers.Dense(32 * depth, name="dense")
+        policy = _policy(compute_dtype)
+        self.dense = keras.layers.Dense(32 * depth, name="dense", dtype=policy)
         self.deconvs = keras.Sequential(
-            [keras.layers.Conv2DTranspose(depth * m, k, 2, activation="relu", name=f"deconv{i}")
+            [keras.layers.Conv2DTranspose(depth * m, k, 2, activation="relu", name=f"deconv{i}", dtype=policy)
              for i, (m, k) in enumerate(((4, 5), (2, 5), (1, 6)))]
-            + [keras.layers.Conv2DTranspose(3, 6, 2, name="deconv3")], name="deconvs")
+            + [keras.layers.Conv2DTranspose(3, 6, 2, name="deconv3", dtype=policy)], name="deconvs")
 
-    def call(self, features):  # [..., F] -> [..., 64, 64, 3] mean
+    def call(self, features):  # [..., F] -> [..., 64, 64, 3] mean, float32
         lead = tf.shape(features)[:-1]
         x = tf.reshape(self.dense(features), [-1, 1, 1, 32 * self.depth])
-        x = self.deconvs(x)
+        x = tf.cast(self.deconvs(x), tf.float32)
         return tf.reshape(x, tf.concat([lead, tf.shape(x)[1:]], 0))
 
 
 class RewardHead(keras.Model):
-    def __init__(self, hidden=(300, 300, 300), name="reward"):
+    def __init__(self, hidden=(300, 300, 300), compute_dtype: str = "float32", name="reward"):
         super().__init__(name=name)
-        self.body = mlp(hidden, "relu", name="body")
-        self.out = keras.layers.Dense(1, name="out")
+        self.body = mlp(hidden, "relu", name="body", dtype=_policy(compute_dtype))
+        self.out = keras.layers.Dense(1, name="out")  # float32: the reward the planner sums
 
-    def call(self, features):  # [..., F] -> [...] (the Sequential body takes rank-2 inputs)
+    def call(self, features):  # [..., F] -> [...] float32 (the Sequential body takes rank-2 inputs)
         flat = tf.reshape(features, [-1, features.shape[-1]])
-        return tf.reshape(self.out(self.body(flat)), tf.shape(features)[:-1])
+        return tf.reshape(self.out(tf.cast(self.body(flat), tf.float32)), tf.shape(features)[:-1])
 
 
 class RSSM(keras.Model):
     def __init__(self, act_dim: int, embed_dim: int, deter: int = 200, stoch: int = 30, hidden: int = 200,
-                 min_std: float = 0.1, name="rssm"):
+                 min_std: float = 0.1, compute_dtype: str = "float32", name="rssm"):
         super().__init__(name=name)
         self.act_dim, self.deter, self.stoch, self.min_std = act_dim, deter, stoch, float(min_std)
-        self.inp = keras.layers.Dense(hidden, activation="relu", name="input")
+        policy = _policy(compute_dtype)
+        self.mm_dtype = tf.bfloat16 if policy else tf.float32
+        self.inp = keras.layers.Dense(hidden, activation="relu", name="input", dtype=policy)
+        # Keras' cell holds the GRU's variables (and their checkpoint paths); :meth:`gru` computes it
         self.cell = keras.layers.GRUCell(deter, name="gru")
-        self.prior_h = keras.layers.Dense(hidden, activation="relu", name="prior_hidden")
-        self.prior_out = keras.layers.Dense(2 * stoch, name="prior_out")
-        self.post_h = keras.layers.Dense(hidden, activation="relu", name="post_hidden")
+        self.cell.build((None, hidden))
+        self.prior_h = keras.layers.Dense(hidden, activation="relu", name="prior_hidden", dtype=policy)
+        self.prior_out = keras.layers.Dense(2 * stoch, name="prior_out")  # float32: mean and std
+        self.post_h = keras.layers.Dense(hidden, activation="relu", name="post_hidden", dtype=policy)
         self.post_out = keras.layers.Dense(2 * stoch, name="post_out")
         # build every layer once (so that variables exist before checkpoints and optimisers)
         s = self.initial(1)
         s, _ = self.obs_step(s, tf.zeros([1, act_dim]), tf.zeros([1, embed_dim]))
+
+    def gru(self, x, h):
+        """Keras' GRUCell (reset_after, sigmoid/tanh, gates z, r, h) on its own variables, with the
+        two products in the compute dtype and the gates and the state in float32."""
+        c, dt = self.cell, self.mm_dtype
+        bias = c.bias  # [2, 3 units]: input and recurrent biases
+        gx = tf.cast(tf.matmul(tf.cast(x, dt), tf.cast(c.kernel, dt)), tf.float32) + bias[0]
+        gh = tf.cast(tf.matmul(tf.cast(h, dt), tf.cast(c.recurrent_kernel, dt)), tf.float32) + bias[1]
+        xz, xr, xh = tf.split(gx, 3, axis=-1)
+        hz, hr, hh = tf.split(gh, 3, axis=-1)
+        z = tf.sigmoid(xz + hz)
+        r = tf.sigmoid(xr + hr)
+        return z * h + (1.0 - z) * tf.tanh(xh + r * hh)
 
     @property
     def feat_dim(self) -> int:
@@ -91,14 +126,15 @@ class RSSM(keras.Model):
 
     def img_step(self, prev: dict, action, sample: bool = True, seed=None) -> dict:
         x = self.inp(tf.concat([prev["stoch"], action], -1))
-        deter, _ = self.cell(x, [prev["deter"]])
-        mean, std = self._gaussian(self.prior_out(self.prior_h(deter)))
+        deter = self.gru(x, prev["deter"])
+        mean, std = self._gaussian(self.prior_out(tf.cast(self.prior_h(deter), tf.float32)))
         stoch = mean + std * tf.random.stateless_normal(tf.shape(mean), seed) if sample else mean
         return {"mean": mean, "std": std, "stoch": stoch, "deter": deter}
 
     def obs_step(self, prev: dict, action, embed, seed=None) -> tuple[dict, dict]:
         prior = self.img_step(prev, action, sample=False)
-        mean, std = self._gaussian(self.post_out(self.post_h(tf.concat([prior["deter"], embed], -1))))
+        mean, std = self._gaussian(self.post_out(tf.cast(self.post_h(tf.concat([prior["deter"], embed], -1)),
+                                                         tf.float32)))
         seed = tf.zeros([2], tf.int32) if seed is None else seed
         stoch = mean + std * tf.random.stateless_normal(tf.shape(mean), seed)
         return {"mean": mean, "std": std, "stoch": stoch, "deter": prior["deter"]}, prior

@@ -28,36 +28,12 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tf_rlnas.core.benchkit import gemm_rate
+from tf_rlnas.core.benchkit import rate as _rate
 from tf_rlnas.core.trainer import Budget
 
 PEERS = {"sb3": ("stable_baselines3", "stable-baselines3"), "sbx": ("sbx", "sbx-rl")}
 K_STEPS = 10  # the loop is also measured with one call per K env steps (ours and the peers')
-
-
-def _rate(fn, seconds: float, per_call: int) -> float:
-    fn()
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        fn()
-        n += 1
-    return n * per_call / (time.perf_counter() - t0)
-
-
-def gemm_rate(dtype: str, seconds: float = 1.0, n: int = 1024) -> float:
-    """FLOP/s of an n x n x n matmul chain in ``dtype`` (float32 accumulation for bf16)."""
-    a = tf.random.stateless_normal((n, n), [1, 2], dtype=tf.float32)
-    a = tf.cast(a, dtype)
-    reps = 8
-
-    @tf.function
-    def f(x):  # a graph loop with a different left operand each time: nothing to fold or share
-        acc = tf.zeros((), tf.float32)
-        for i in tf.range(reps):
-            acc += tf.cast(tf.reduce_sum(tf.matmul(x + tf.cast(i, dtype), x)[:1, :1]), tf.float32)
-        return acc
-
-    return _rate(lambda: f(a).numpy(), seconds, 2 * n ** 3 * reps)
 
 
 def _mlp_macs(sizes: list[int]) -> int:
