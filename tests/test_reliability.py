@@ -317,6 +317,19 @@ def test_bench_runs_for_every_algorithm_and_prints_rates(capsys, algo, argv):
     # MAML's table: the env steps/s column before "(N iterations)"
     rates += [float(x.replace(",", "")) for x in re.findall(r"(\d[\d,]*)\s+\(\d+ iterations\)", out)]
     assert rates and all(np.isfinite(r) and r > 0 for r in rates), out
+    assert out.splitlines()[0].startswith("cpu: ") and "compute dtype auto -> " in out.splitlines()[0], out
+    if algo == "planet":  # compute figures as GFLOP and a share of the measured GEMM rate
+        assert re.search(r"world-model step .* GFLOP/s = \d+% of the \w+ GEMM rate", out), out
+        assert re.search(r"acting by cem .* GFLOP/s = \d+% of the \w+ GEMM rate", out), out
+
+
+def test_mujoco_physics_floor_counts_env_steps_of_the_familys_model():
+    from tf_rlnas.algos.maml_trpo.bench import physics_floor
+    from tf_rlnas.envs.meta import make_task_env
+    floor = physics_floor("halfcheetah_vel", {}, 0.3, 1)
+    assert floor["frame_skip"] == make_task_env("halfcheetah_vel", {}).frame_skip == 5
+    assert floor["env_steps_per_s"] == pytest.approx(floor["mj_steps_per_s"] / 5)
+    assert 1e3 < floor["mj_steps_per_s"] < 1e8
 
 
 # ---- 7. resume identity: SAC, ACE, PlaNet ----------------------------------------------------------

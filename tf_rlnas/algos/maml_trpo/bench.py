@@ -2,7 +2,9 @@
 inner loop and TRPO step, env steps/s of the sampler, second order and with ``first_order`` (with
 the configured ``maml.hvp``, ``maml.jit_compile`` and ``maml.curvature_subsample``), second order
 with the other curvature subsample (all rows / every 5th), and second order with the other
-Hessian-vector-product methods (XLA-compiled, their faster setting; every row)."""
+Hessian-vector-product methods (XLA-compiled, their faster setting; every row). For a MuJoCo family
+also the machine's physics floor: ``mj_step`` of the same model in one process per core, as env
+steps/s (``frame_skip`` physics steps each), beside which the sampler's rate shows what is left."""
 
 from __future__ import annotations
 
@@ -30,6 +32,40 @@ def _measure(cfg, seconds: float) -> dict:
     return {k: float(np.median([r[k] for r in rows])) for k in keys} | {"n": len(rows)}
 
 
+def _mj_rate(family: str, kwargs: dict, seconds: float) -> tuple[float, int]:
+    """Physics steps/s of ``mujoco.mj_step`` on the family's model in this process, and its frame_skip."""
+    import mujoco
+
+    from tf_rlnas.envs.meta import make_task_env
+
+    env = make_task_env(family, kwargs)
+    env.reset(seed=0)
+    model, data = env.model, env.data
+    for _ in range(100):
+        mujoco.mj_step(model, data)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(100):
+            mujoco.mj_step(model, data)
+        n += 100
+    rate = n / (time.perf_counter() - t0)
+    frame_skip = int(env.frame_skip)
+    env.close()
+    return rate, frame_skip
+
+
+def physics_floor(family: str, kwargs: dict, seconds: float, processes: int) -> dict:
+    """The machine's MuJoCo floor for a family: ``processes`` processes (spawned, one per core)
+    stepping the family's model with ``mj_step`` and nothing else, summed; env steps/s = that / frame_skip."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(processes) as pool:
+        out = pool.starmap(_mj_rate, [(family, kwargs, seconds)] * processes)
+    total = sum(r for r, _ in out)
+    return {"mj_steps_per_s": total, "frame_skip": out[0][1], "env_steps_per_s": total / out[0][1],
+            "processes": processes}
+
+
 def run(cfg, seconds: float = 5.0) -> None:
     from tf_rlnas.algos.maml_trpo.config import DISCRETE
 
@@ -44,6 +80,8 @@ def run(cfg, seconds: float = 5.0) -> None:
         rows.append(("second order", False, "analytic", m.jit_compile, 1 if sub > 1 else 5))
     rows += [("second order", False, h, True, 1) for h in ("analytic", "gauss_newton", "double_backprop")
              if h != m.hvp]
+    mujoco_family = cfg.env.family not in DISCRETE and cfg.env.family != "2dnav"
+    sampled = []
     for label, first, hvp, jit, s in rows:
         c = dataclasses.replace(cfg, maml=dataclasses.replace(m, first_order=first, hvp=hvp, jit_compile=jit,
                                                               curvature_subsample=s))
@@ -51,3 +89,12 @@ def run(cfg, seconds: float = 5.0) -> None:
         label = f"{label}, {hvp}{f', curvature rows/{s}' if s > 1 else ''}{', XLA' if jit else ''}"
         print(f"{label:40s}{r['time/iteration_s']:12.3f}{r['time/sample_s']:10.3f}{r['time/inner_s']:8.3f}"
               f"{r['time/trpo_s']:8.3f}{r['time/env_steps_per_s']:13,.0f}   ({r['n']} iterations)")
+        sampled.append(r["time/env_steps_per_s"])
+    if mujoco_family:
+        import os
+        floor = physics_floor(cfg.env.family, dict(cfg.env.kwargs), min(seconds, 3.0), os.cpu_count() or 1)
+        best = max(sampled)
+        print(f"MuJoCo physics floor ({floor['processes']} processes, mj_step only): "
+              f"{floor['mj_steps_per_s']:,.0f} physics steps/s = {floor['env_steps_per_s']:,.0f} env steps/s "
+              f"(frame_skip {floor['frame_skip']}); the sampler's best above: {best:,.0f} env steps/s = "
+              f"{best / floor['env_steps_per_s']:.0%} of the floor")
