@@ -323,6 +323,18 @@ def test_bench_runs_for_every_algorithm_and_prints_rates(capsys, algo, argv):
         assert re.search(r"acting by cem .* GFLOP/s = \d+% of the \w+ GEMM rate", out), out
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (["enas", "--peer-src", "/x"], "go with --compare port"),
+    (["enas", "--compare", "port"], "needs --peer-python"),
+    (["enas", "--compare", "port", "--peer-python", "python", "--peer-src", "/no/such"], "not the port's source"),
+])
+def test_bench_peer_options_are_checked_before_anything_runs(capsys, argv, needle):
+    assert main(["bench", *argv]) == 2
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(err) == 1 and needle in err[0] and captured.out == "", (err, captured.out)
+
+
 def test_mujoco_physics_floor_counts_env_steps_of_the_familys_model():
     from tf_rlnas.algos.maml_trpo.bench import physics_floor
     from tf_rlnas.envs.meta import make_task_env

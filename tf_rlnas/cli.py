@@ -157,11 +157,11 @@ def cmd_bench(args, ext) -> int:
     cfg = C.resolve(spec.load("config"), files, args.set)
     prepare_process(args.algo, cfg)
     import_tf_quietly()
-    print(cpu_line())  # every figure below is this CPU's
     opts = ext.bench.get(args.algo)
+    extra = opts.kwargs(args) if opts is not None and opts.kwargs is not None else {}  # checks the options
+    print(cpu_line())  # every figure below is this CPU's
     if opts is not None and opts.run is not None and opts.run(cfg, args):
         return 0
-    extra = opts.kwargs(args) if opts is not None and opts.kwargs is not None else {}
     spec.load("bench")(cfg, seconds=args.seconds, **extra)
     return 0
 

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tf_rlnas.algos.enas.child import ChildNet, disable_bn_relu_fusion
 from tf_rlnas.algos.enas.controller import Controller
 from tf_rlnas.algos.enas.trainer import make_child_step
+from tf_rlnas.errors import UserError
 from tf_rlnas.nn.optim import NesterovSGD
 
 
@@ -25,7 +26,21 @@ def _timed(fn, seconds: float) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def run(cfg, seconds: float = 10.0) -> None:
+def run_port(peer_python: str, peer_src: str, batch: int, layers: int, filters: int, seconds: float) -> dict:
+    """The port's shared-CNN step at these sizes in its own Python (``port_bench.py``), all cores."""
+    import json
+    import os
+    import subprocess
+
+    script = os.path.join(os.path.dirname(__file__), "port_bench.py")
+    out = subprocess.run([peer_python, script, peer_src, str(batch), str(layers), str(filters), str(seconds),
+                          str(os.cpu_count() or 1)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise UserError(f"the port's bench failed: {(out.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(cfg, seconds: float = 10.0, peer_python: str | None = None, peer_src: str | None = None) -> None:
     c, k = cfg.child, cfg.controller
     B, L, F = cfg.data.batch_size, c.num_layers, c.filters
     shape = (32, 32, 3)
@@ -48,6 +63,12 @@ def run(cfg, seconds: float = 10.0) -> None:
     print(f"  first call (trace + one step): {time.perf_counter() - t0:.1f} s")
     n, dt = _timed(lambda i: step(x, y, tf.constant([1, i], tf.int64))[0].numpy(), seconds)
     print(f"  shared CNN, fresh arc every step: {n / dt:6.2f} train steps/s  {n * B / dt:7.1f} images/s")
+    ours = n * B / dt
+    if peer_python:
+        port = run_port(peer_python, peer_src, B, L, F, seconds)
+        print(f"  port enas_pytorch (torch {port['torch']}, {port['threads']} threads), same step and sizes: "
+              f"{port['images_per_s']:7.1f} images/s ({port['ms_per_step']:.0f} ms per step) -> "
+              f"ratio ours/port {ours / port['images_per_s']:.2f}x")
 
     @tf.function(input_signature=[tf.TensorSpec([None, *shape]), tf.TensorSpec([2], tf.int64)])
     def infer(x, seed):

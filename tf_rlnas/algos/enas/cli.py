@@ -32,7 +32,7 @@ def register(ext, algo: str) -> None:
                 add_arguments=_derive_arguments, run=cmd_derive, description=cmd_derive.__doc__,
                 epilog="example:\n  tf_rlnas train enas --config fashion_mnist   # keeps every epoch's checkpoint\n"
                        "  tf_rlnas derive runs/enas_fashion_mnist --epoch 5")
-    ext.bench_options(algo, add_arguments=_bench_arguments, run=_bench_controller_task)
+    ext.bench_options(algo, add_arguments=_bench_arguments, run=_bench_controller_task, kwargs=_bench_kwargs)
 
 
 # ---- compare-arcs -------------------------------------------------------------------------------
@@ -411,6 +411,12 @@ TASK_OPTIONS = ("updates", "trials", "signal", "noise", "skip_share", "reward_co
 
 
 def _bench_arguments(b: argparse.ArgumentParser) -> None:
+    b.add_argument("--compare", choices=["port"], default=None,
+                   help="also time the TDeVries PyTorch port's shared-CNN step at the same sizes in a subprocess "
+                        "and print the ratio (needs --peer-python and --peer-src; never a dependency)")
+    b.add_argument("--peer-python", default=None, metavar="PYTHON", help="--compare: a Python with torch")
+    b.add_argument("--peer-src", default=None, metavar="DIR",
+                   help="--compare: the port's source tree, patched for CPU (models/shared_cnn.py, ...)")
     b.add_argument("--controller-task", action="store_true",
                    help="instead of throughput, how far the config's controller learns in --updates "
                         "REINFORCE steps on a synthetic additive reward with a known optimum (minutes per knob, "
@@ -429,6 +435,18 @@ def _bench_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--reward-corr", type=fraction, default=None, metavar="R",
                    help="--controller-task: correlation of the reward with the true score (default 1; "
                         "shared-weight rewards misrank: R < 1 mixes in an independent landscape)")
+
+
+def _bench_kwargs(args) -> dict:
+    if args.compare is None:
+        if args.peer_python or args.peer_src:
+            raise UserError("--peer-python and --peer-src go with --compare port")
+        return {}
+    if not args.peer_python or not args.peer_src:
+        raise UserError("--compare port needs --peer-python PYTHON and --peer-src DIR (the port's source tree)")
+    if not os.path.isfile(os.path.join(args.peer_src, "models", "shared_cnn.py")):
+        raise UserError(f"--peer-src {args.peer_src}: not the port's source tree (no models/shared_cnn.py)")
+    return {"peer_python": args.peer_python, "peer_src": args.peer_src}
 
 
 def _bench_controller_task(cfg, args) -> bool:
