@@ -36,6 +36,8 @@ setup(
         "threadpoolctl>=3",
         "imageio>=2.30",
         "imageio-ffmpeg>=0.5",  # ships its own ffmpeg binary: MP4 videos of evaluation episodes
+        "scipy>=1.10",  # tf_rlnas report: bootstrap confidence intervals, trimmed means
+        "matplotlib>=3.7",  # tf_rlnas report: the curves
     ],
     extras_require={
         # ray: the MAML Ray-sampler test; dm-control: the PlaNet DMC pixel test

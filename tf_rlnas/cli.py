@@ -166,6 +166,15 @@ def cmd_bench(args, ext) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from tf_rlnas import report
+
+    import_tf_quietly()  # the runs' trainer classes name their step unit and headline metrics
+    report.run(args.run_dirs, args.group_by, args.metric, args.out,
+               warn=lambda line: print(line, file=sys.stderr, flush=True))
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------
 
 def build_parser(ext=None) -> argparse.ArgumentParser:
@@ -210,6 +219,21 @@ def build_parser(ext=None) -> argparse.ArgumentParser:
     ls.add_argument("algo", nargs="?", help="only this algorithm")
     ls.add_argument("--keys", action="store_true", help="also list every config key with its default")
     ls.set_defaults(fn=cmd_list)
+
+    r = sub.add_parser("report", help="curves over seeds (95%% bootstrap bands) and a table of final values "
+                       "(mean, IQM, 95%% CI) from runs' TensorBoard logs",
+                       description="Group runs by config keys, plot each metric's mean over seeds with a 95%% "
+                       "bootstrap confidence band (x = the runs' own step unit) and write a table of final "
+                       "values: mean, interquartile mean, 95%% CI, seeds.")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (seeds of one or more configs)")
+    r.add_argument("--group-by", default="algo,task", metavar="KEY[,KEY]",
+                   help="config keys (dotted), 'algo' or 'task' (the env or dataset) whose values make a group "
+                        "(default: algo,task)")
+    r.add_argument("--metric", action="append", default=None, metavar="TAG",
+                   help="TensorBoard tag to report (repeatable; default: the runs' headline metric)")
+    r.add_argument("--out", default="report", metavar="DIR", help="where the PNGs, report.md and report.csv go "
+                   "(default: report)")
+    r.set_defaults(fn=cmd_report)
 
     b = sub.add_parser("bench", help="benchmark an algorithm's update and training throughput",
                        description="Benchmark ALGO (see 'tf_rlnas bench ALGO --help' for its own options).")

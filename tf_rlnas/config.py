@@ -364,6 +364,26 @@ def resolve(schema: type, files: list[str], sets: list[str], base: dict | None =
     return from_dict(schema, data)
 
 
+def flat_scalars(cfg: Any) -> dict[str, bool | int | float | str]:
+    """The config as ``{"section.key": value}`` with scalar values only (lists as their YAML-ish
+    text, empty dicts dropped): what TensorBoard's HParams dashboard can show and sort."""
+    out: dict = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                walk(v, key + ".")
+            elif isinstance(v, (bool, int, float, str)):
+                out[key] = v
+            elif v is None:
+                out[key] = "none"
+            else:
+                out[key] = str(v)
+    walk(to_dict(cfg), "")
+    return out
+
+
 def diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any, bool]]:
     """Differences between two configs of one schema: (key, old, new, resume_ok)."""
     out = []

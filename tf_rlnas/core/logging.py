@@ -65,6 +65,18 @@ class TBLogger:
             summary_ops_v2.import_event(self._tf.constant(event.SerializeToString()))
         self.writer.flush()
 
+    def hparams(self, values: Mapping[str, object], metrics: tuple[str, ...], run_name: str) -> None:
+        """The run's resolved config (flattened keys, scalar values) and its headline metric tags for
+        TensorBoard's HParams dashboard: one experiment config naming the metrics and one session
+        start with the values (``tensorboard --logdir ROOT`` then lists every run side by side)."""
+        from tensorboard.plugins.hparams import api as hp
+
+        with self.writer.as_default():
+            hp.hparams_config(hparams=[hp.HParam(k) for k in values],
+                              metrics=[hp.Metric(tag) for tag in metrics])
+            hp.hparams(dict(values), trial_id=run_name)
+        self.writer.flush()
+
     def histogram(self, tag: str, values, step: int) -> None:
         tf = self._tf
         with self.writer.as_default():
@@ -94,7 +106,7 @@ class NullLogger:
     def scalars(self, *a, **k) -> None:
         pass
 
-    histogram = text = images = restart = flush = close = scalars
+    histogram = text = images = restart = flush = close = hparams = scalars
 
 
 class Progress:

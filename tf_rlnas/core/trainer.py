@@ -166,6 +166,13 @@ class Trainer:
         """The few metrics shown on the progress bar."""
         return dict(list(metrics.items())[:3])
 
+    HEADLINE: tuple[str, ...] = ()  # the TensorBoard tags that say how well a run does
+
+    @classmethod
+    def headline_metrics(cls, cfg) -> tuple[str, ...]:
+        """The run's headline metric tags: HParams' metrics, ``tf_rlnas report``'s default metric."""
+        return cls.HEADLINE
+
     def finish(self, summary: dict) -> dict:
         """The end of a completed run, before summary.json is written (ENAS search: derive the
         architecture); returns the summary."""
@@ -223,11 +230,15 @@ class Trainer:
         # Every session starts with a SessionLog.START: on a resume TensorBoard then drops what the
         # killed session logged after its last checkpoint (it ignores a run's first START).
         self.logger.restart(self.budget().position + 1)
+        from tf_rlnas import config as C
+        self.logger.hparams(C.flat_scalars(self.cfg), self.headline_metrics(self.cfg),
+                            os.path.basename(os.path.abspath(self.run_dir)))
         bar = Progress(total, start, description=f"{self.algo} {self.unit}s", enabled=progress)
         self.progress_enabled = bar.enabled
         self._bar = bar
         metrics: dict[str, float] = {}
         shown: dict[str, float] = {}
+        logged: tuple[int, set] = (-1, set())  # the last logged step and its tags
         t0 = time.perf_counter()
         try:
             while not self.budget().done:
@@ -239,6 +250,7 @@ class Trainer:
                     metrics = {**metrics, **step_metrics}
                     if it % cfg.log_every == 0 or finished:
                         self.logger.scalars(step_metrics, step=budget.position)
+                        logged = (budget.position, set(step_metrics))
                     shown = self.progress_metrics(metrics)
                 if it % cfg.checkpoint_every == 0 or finished:
                     self.save()
@@ -253,6 +265,13 @@ class Trainer:
                    "wall_seconds_this_session": round(time.perf_counter() - t0, 3),
                    "final_metrics": {k: float(v) for k, v in metrics.items()}}
         summary["final_eval"] = {k: float(v) for k, v in self.evaluate().items()}
+        # the final evaluation joins the curves (a run that evaluates only at the end has its headline
+        # metric in TensorBoard too), unless the last iteration logged that tag at this step already
+        end = self.budget().position
+        final = {k: v for k, v in summary["final_eval"].items() if not (logged[0] == end and k in logged[1])}
+        if final and self._logger is not None:
+            self._logger.scalars(final, step=end)
+            self._logger.flush()
         summary = self.finish(summary)
         if self.is_chief:
             atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))

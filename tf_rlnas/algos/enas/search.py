@@ -66,6 +66,8 @@ class SearchTrainer(ChildTraining):
     """``mode: search``: the shared child and the LSTM controller, alternating (module docstring);
     the run ends by deriving ``architecture.json``."""
 
+    HEADLINE = ("search/best_valid_accuracy", "search/best_test_accuracy_shared_weights")
+
     def build(self) -> None:
         k = self.cfg.controller
         self.build_child(None)

@@ -221,6 +221,8 @@ class RetrainTrainer(ChildTraining):
     """``mode: fixed``: the architecture of ``fixed.arc_file`` alone (filters doubled at the pool
     layers), trained from scratch on the full train split; test accuracy every epoch."""
 
+    HEADLINE = ("fixed/test_accuracy",)
+
     def _read_arc(self, path: str):
         from tf_rlnas.algos.enas.controller import read_arc_file, special_arc
 
@@ -263,6 +265,11 @@ class EnasTrainer:
     def cannot_evaluate(cfg) -> str | None:
         from tf_rlnas.algos.enas.search import SearchTrainer
         return (RetrainTrainer if cfg.mode == "fixed" else SearchTrainer).cannot_evaluate(cfg)
+
+    @staticmethod
+    def headline_metrics(cfg) -> tuple[str, ...]:
+        from tf_rlnas.algos.enas.search import SearchTrainer
+        return (RetrainTrainer if cfg.mode == "fixed" else SearchTrainer).HEADLINE
 
 
 class ClassifierModule(tf.Module):

@@ -66,7 +66,24 @@ def physics_floor(family: str, kwargs: dict, seconds: float, processes: int) -> 
             "processes": processes}
 
 
-def run(cfg, seconds: float = 5.0) -> None:
+def run_port(python: str, src: str, config: str, seconds: float) -> dict:
+    """pytorch-maml-rl's train.py loop on its ``config`` in its own Python (``port_bench.py``), one
+    sampler worker process per core."""
+    import json
+    import os
+    import subprocess
+
+    from tf_rlnas.errors import UserError
+
+    script = os.path.join(os.path.dirname(__file__), "port_bench.py")
+    out = subprocess.run([python, script, src, config, str(os.cpu_count() or 1), str(seconds)],
+                         capture_output=True, text=True, cwd=src)
+    if out.returncode != 0:
+        raise UserError(f"the port's bench failed: {(out.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(cfg, seconds: float = 5.0, peer: tuple[str, str, str] | None = None) -> None:
     from tf_rlnas.algos.maml_trpo.config import DISCRETE
 
     m = cfg.maml
@@ -90,6 +107,15 @@ def run(cfg, seconds: float = 5.0) -> None:
         print(f"{label:40s}{r['time/iteration_s']:12.3f}{r['time/sample_s']:10.3f}{r['time/inner_s']:8.3f}"
               f"{r['time/trpo_s']:8.3f}{r['time/env_steps_per_s']:13,.0f}   ({r['n']} iterations)")
         sampled.append(r["time/env_steps_per_s"])
+        if len(sampled) == 1:
+            first_row_s = r["time/iteration_s"]
+    if peer is not None:
+        port = run_port(*peer, seconds=max(seconds, 20.0))
+        ours = first_row_s
+        print(f"pytorch-maml-rl (torch {port['torch']}, {port['workers']} sampler workers, 1 torch thread each, {peer[2]}: meta-batch "
+              f"{port['meta_batch']} x {port['fast_batch']}, hidden {port['hidden']}, "
+              f"{'first' if port['first_order'] else 'second'} order): {port['median_s_per_iteration']:.3f} s per "
+              f"iteration ({port['iterations']} iterations) -> ratio port/ours (first row) {port['median_s_per_iteration'] / ours:.2f}x")
     if mujoco_family:
         import os
         floor = physics_floor(cfg.env.family, dict(cfg.env.kwargs), min(seconds, 3.0), os.cpu_count() or 1)

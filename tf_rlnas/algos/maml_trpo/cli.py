@@ -1,12 +1,44 @@
-"""MAML-TRPO's options of ``tf_rlnas evaluate`` (registered with the CLI: ``tf_rlnas.clikit``)."""
+"""MAML-TRPO's options of ``tf_rlnas evaluate`` and ``tf_rlnas bench`` (registered with the CLI:
+``tf_rlnas.clikit``)."""
 
 from __future__ import annotations
 
+import os
+
 from tf_rlnas.errors import UserError
+
+PORT_CONFIG = "configs/maml/2d-navigation.yaml"
 
 
 def register(ext, algo: str) -> None:
     ext.evaluate_options(algo, add_arguments=_evaluate_arguments, kwargs=_evaluate_kwargs, check=_check)
+    ext.bench_options(algo, add_arguments=_bench_arguments, kwargs=_bench_kwargs)
+
+
+def _bench_arguments(b) -> None:
+    b.add_argument("--compare", choices=["port"], default=None,
+                   help="also time pytorch-maml-rl's own training loop on its shipped config in a subprocess and "
+                        "print the ratio (needs --peer-python and --peer-src; never a dependency)")
+    b.add_argument("--peer-python", default=None, metavar="PYTHON", help="--compare: a Python with the port's deps")
+    b.add_argument("--peer-src", default=None, metavar="DIR", help="--compare: the port's source tree")
+    b.add_argument("--peer-config", default=PORT_CONFIG, metavar="YAML",
+                   help=f"--compare: the port's config, relative to --peer-src (default {PORT_CONFIG}; pass ours "
+                        "the same sizes with --set)")
+
+
+def _bench_kwargs(args) -> dict:
+    if args.compare is None:
+        if args.peer_python or args.peer_src:
+            raise UserError("--peer-python and --peer-src go with --compare port")
+        return {}
+    if not args.peer_python or not args.peer_src:
+        raise UserError("--compare port needs --peer-python PYTHON and --peer-src DIR (the port's source tree)")
+    config = os.path.join(args.peer_src, args.peer_config)
+    if not os.path.isfile(os.path.join(args.peer_src, "maml_rl", "metalearners", "maml_trpo.py")):
+        raise UserError(f"--peer-src {args.peer_src}: not pytorch-maml-rl's source tree (no maml_rl/metalearners)")
+    if not os.path.isfile(config):
+        raise UserError(f"--peer-config {config}: no such file")
+    return {"peer": (args.peer_python, args.peer_src, args.peer_config)}
 
 
 def _evaluate_arguments(group) -> None:

@@ -67,6 +67,7 @@ SEEDS = SeedStreams(env=21, tasks=30, eval_tasks=31, valid_sampling=15)
 class MAMLTrainer(Trainer):
     algo = "maml_trpo"
     unit = "meta-iteration"
+    HEADLINE = ("eval/return_after_1_steps", "train/return_after")
 
     def build(self) -> None:
         cfg, m = self.cfg, self.cfg.maml

@@ -43,6 +43,7 @@ SEEDS = SeedStreams(agent=41, worker_loaders=42, train_episodes=43, test_episode
 class PlanetTrainer(Trainer):
     algo = "planet"
     unit = "step"
+    HEADLINE = ("test/return",)
 
     # ---- construction -----------------------------------------------------------------------
     def env_spec(self) -> dict:

@@ -30,6 +30,7 @@ SEEDS = SeedStreams(envs=1, learner=2, evaluator=3, eval_envs=1000)
 class ReinforceTrainer(Trainer):
     algo = "reinforce"
     unit = "update"
+    HEADLINE = ("eval/return",)
 
     def build(self) -> None:
         cfg = self.cfg

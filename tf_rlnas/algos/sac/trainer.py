@@ -36,6 +36,7 @@ SEEDS = SeedStreams(envs=11, learner=12, evaluator=13, export_env=4242)
 class SACTrainer(Trainer):
     algo = "sac"
     unit = "env step"
+    HEADLINE = ("eval/return",)
     learner_cls = SACLearner
 
     def build(self) -> None:
