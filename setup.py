@@ -8,6 +8,10 @@ for root, _, files in os.walk(os.path.join(here, "configs")):
     rel = os.path.relpath(root, here)
     config_files[os.path.join("share", "tf_rlnas", rel)] = [os.path.join(rel, f) for f in files if f.endswith(".yaml")]
 
+ONNX = ["tf2onnx==1.17.0", "onnx==1.23.2", "onnxruntime==1.32.0"]
+TFLITE = ["ai-edge-litert==2.3.0"]  # the LiteRT interpreter; the converter is TensorFlow's own
+EXPORT = ONNX + TFLITE
+
 setup(
     name="tf_rlnas",
     version="0.1.0",
@@ -41,12 +45,18 @@ setup(
     ],
     extras_require={
         # ray: the MAML Ray-sampler test; dm-control: the PlaNet DMC pixel test
-        "test": ["pytest>=8", "pytest-timeout>=2", "ray>=2.40", "dm-control>=1.0.50"],
+        "test": ["pytest>=8", "pytest-timeout>=2", "ray>=2.40", "dm-control>=1.0.50", *EXPORT],
         "ray": ["ray>=2.40"],
         # DeepMind Control tasks for PlaNet. dm-control 1.0.50 needs mujoco >= 3.17 and crashes on
         # mujoco 4.0 ('MjModel' has no attribute 'flex_vertedge'); install_requires pins mujoco < 4,
         # which gymnasium's v5 envs also run on: one mujoco for both.
         "dmc": ["dm-control>=1.0.50"],
+        # tf_rlnas export --format onnx / tflite: the versions verified with TensorFlow 2.21 (tf2onnx 1.17.0
+        # declares protobuf>=3.20, no conflict with TF's protobuf; its own CI stops at TF 2.15, so every
+        # conversion is checked in its runtime before it is published)
+        "onnx": ONNX,
+        "tflite": TFLITE,
+        "export": EXPORT,
         "and-cuda": ["tensorflow[and-cuda]>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["tf_rlnas=tf_rlnas.cli:main"]},

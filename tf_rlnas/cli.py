@@ -124,14 +124,21 @@ def _dests(opts) -> list[str]:
 def cmd_export(args) -> int:
     from tf_rlnas.core import export
 
+    formats = tuple(dict.fromkeys(["savedmodel"] + [f for x in args.format for f in x.split(",") if f]))
+    from tf_rlnas.core import convert
+    convert.check_available(formats)  # before the run loads
     _, _, trainer = load_run(args.run_dir)
     try:
         spec = trainer.export_spec()
         name = os.path.basename(os.path.normpath(args.run_dir))
-        path = export.publish(spec.module, spec.signatures, args.out, name, spec.examples, spec.expected)
+        path = export.publish(spec.module, spec.signatures, args.out, name, spec.examples, spec.expected,
+                              formats=formats, note=lambda line: print(line, file=sys.stderr, flush=True))
     finally:
         trainer.close()
     print(f"exported {path} (signatures: {', '.join(spec.signatures)}; reload verified)")
+    for fname, info in export.publish.converted.items():
+        print(f"  {fname}: {', '.join(info['signatures'])}; {info['bytes'] / 1e3:.0f} kB; matches the live model "
+              f"to {info['max_diff']:.1e} in its runtime")
     return 0
 
 
@@ -213,6 +220,10 @@ def build_parser(ext=None) -> argparse.ArgumentParser:
     x.add_argument("run_dir", metavar="RUN_DIR")
     x.add_argument("--out", default="savedmodels", metavar="DIR",
                    help="export root; writes DIR/<run name>/<next integer version>/ (default: savedmodels)")
+    x.add_argument("--format", action="append", default=[], metavar="FMT",
+                   help="also write onnx (model.onnx, onnxruntime) and/or tflite (model.tflite, LiteRT) beside the "
+                        "SavedModel, each checked in its runtime before anything is published (repeatable or "
+                        "comma-separated; savedmodel is always written; needs pip install -e \".[export]\")")
     x.set_defaults(fn=cmd_export)
 
     ls = sub.add_parser("list", help="list algorithms and shipped configs (what each is for, what it costs)")

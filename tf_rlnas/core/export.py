@@ -77,13 +77,18 @@ def track_raw_variables(module) -> int:
 
 
 def publish(module, signatures: Mapping[str, object], root: str, name: str,
-            examples: Mapping[str, dict], expected: Mapping[str, dict], atol: float = 1e-5) -> str:
-    """Save ``module`` to a temporary folder under ``root/name``, :func:`verify` it there and only
-    then rename it into the next free version; returns the version folder. Any failure (saving,
-    verification, an interrupt) removes the temporary folder and leaves the published versions as
-    they were."""
+            examples: Mapping[str, dict], expected: Mapping[str, dict], atol: float = 1e-5,
+            formats: tuple[str, ...] = ("savedmodel",), note=print) -> str:
+    """Save ``module`` to a temporary folder under ``root/name``, :func:`verify` it there, convert it
+    to the other ``formats`` (ONNX, LiteRT: :mod:`tf_rlnas.core.convert`, each checked in its runtime)
+    and only then rename it into the next free version; returns the version folder. Any failure
+    (saving, verification, a conversion, an interrupt) removes the temporary folder and leaves the
+    published versions as they were."""
     import tensorflow as tf
 
+    from tf_rlnas.core import convert
+
+    convert.check_available(formats)  # a missing converter: one line, before anything is written
     track_raw_variables(module)
 
     model_dir = os.path.join(root, name)
@@ -96,6 +101,8 @@ def publish(module, signatures: Mapping[str, object], root: str, name: str,
     try:
         tf.saved_model.save(module, tmp, signatures=dict(signatures))
         verify(tmp, examples, expected, atol)
+        publish.converted = convert.convert_all(tmp, [f for f in formats if f != "savedmodel"], examples, expected,
+                                                note)
         while True:
             target = os.path.join(model_dir, str(next_version(model_dir)))
             try:

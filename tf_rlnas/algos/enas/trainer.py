@@ -246,11 +246,28 @@ class RetrainTrainer(ChildTraining):
         return out
 
     def export_spec(self) -> ExportSpec:
-        module = ClassifierModule(self.child, self.splits.mean, self.splits.std, self.splits.image_shape)
+        child = self._float32_child()
+        module = ClassifierModule(child, self.splits.mean, self.splits.std, self.splits.image_shape)
         raw = (self.splits.x_test[:8] * self.splits.std + self.splits.mean).astype(np.float32)
-        expected = tf.nn.softmax(self.child(tf.constant(self.splits.x_test[:8]), training=False)).numpy()
+        expected = tf.nn.softmax(child(tf.constant(self.splits.x_test[:8]), training=False)).numpy()
         return ExportSpec(module, {"serving_default": module.serving_default}, {"serving_default": {"images": raw}},
                           {"serving_default": {"probabilities": expected}})
+
+
+    def _float32_child(self):
+        """The child to serve: this one, or where it trains in bfloat16 a float32 copy with its weights
+        (the served model runs on any CPU and converts to ONNX / LiteRT, whose CPU kernels take no
+        bfloat16 convolutions)."""
+        if self.child.conv_dtype == "float32":
+            return self.child
+        c = self.cfg.child
+        child = ChildNet(self.num_layers, c.filters, self.splits.num_classes, self.splits.image_shape,
+                         keep_prob=c.keep_prob, fixed_arc=self.arc, compute_dtype="float32")
+        child(tf.zeros((1, *self.splits.image_shape)), training=False)
+        mine = {v.path: v for v in self.child.weights}
+        for v in child.weights:
+            v.assign(mine[v.path])
+        return child
 
 
 class EnasTrainer:

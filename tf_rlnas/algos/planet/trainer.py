@@ -15,6 +15,8 @@ run with new SAC heads) and writes ``init_report.json`` (loaded / not loaded).
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import re
@@ -367,7 +369,7 @@ class PlanetTrainer(Trainer):
 
     # ---- export -----------------------------------------------------------------------------
     def export_spec(self) -> ExportSpec:
-        module = PlanetPolicyModule(self.agent, self.low, self.high)
+        module = PlanetPolicyModule(self._float32_agent(), self.low, self.high)
         rng = np.random.default_rng(0)
         size = self.cfg.env.image_size
         m = self.cfg.model
@@ -380,6 +382,20 @@ class PlanetTrainer(Trainer):
         live = {"serving_default": {k: v.numpy() for k, v in module.serving_default(**ex).items()},
                 "plan": {k: v.numpy() for k, v in module.plan(**plan_ex).items()}}
         return ExportSpec(module, sigs, {"serving_default": ex, "plan": plan_ex}, live)
+
+
+    def _float32_agent(self) -> PlanetAgent:
+        """The agent to serve: this one, or where it trains in bfloat16 a float32 copy with its weights
+        (bfloat16 is this machine's training speed; the served model runs on any CPU and converts to
+        ONNX / LiteRT, whose CPU kernels take no bfloat16 convolutions)."""
+        if self.agent.compute_dtype == "float32":
+            return self.agent
+        cfg = dataclasses.replace(self.cfg, model=dataclasses.replace(self.cfg.model, compute_dtype="float32"))
+        agent = PlanetAgent(cfg, self.act_dim, 0)
+        theirs = agent.named_variables()
+        for path, v in self.agent.named_variables().items():
+            theirs[path].assign(v)
+        return agent
 
 
 class PlanetPolicyModule(tf.Module):
