@@ -58,6 +58,10 @@ def test_known_values_give_known_means_iqm_and_intervals(tmp_path, capsys):
     assert int(walker["seeds"]) == 2 and float(walker["mean"]) == pytest.approx(6.0)
     assert "| sac Hopper-v5 | eval/return | 4 | 4 | 2.5 |" in printed
     assert (out / "eval_return.png").stat().st_size > 5000 and (out / "report.md").read_text() in printed
+    # --last 2: each run's final value is the mean of its last two values (v/2 and v): 0.75 v
+    assert main(["report", *runs, "--out", str(out), "--last", "2"]) == 0
+    rows = {r["group"]: r for r in csv.DictReader(open(out / "report.csv"))}
+    assert float(rows["sac Hopper-v5"]["mean"]) == pytest.approx(0.75 * 4.0)
 
 
 def test_misaligned_steps_are_interpolated_not_truncated(tmp_path, capsys):

@@ -178,7 +178,7 @@ def cmd_report(args) -> int:
 
     import_tf_quietly()  # the runs' trainer classes name their step unit and headline metrics
     report.run(args.run_dirs, args.group_by, args.metric, args.out,
-               warn=lambda line: print(line, file=sys.stderr, flush=True))
+               warn=lambda line: print(line, file=sys.stderr, flush=True), last=args.last)
     return 0
 
 
@@ -242,6 +242,8 @@ def build_parser(ext=None) -> argparse.ArgumentParser:
                         "(default: algo,task)")
     r.add_argument("--metric", action="append", default=None, metavar="TAG",
                    help="TensorBoard tag to report (repeatable; default: the runs' headline metric)")
+    r.add_argument("--last", type=int, default=1, metavar="N",
+                   help="a run's final value = the mean of its last N values of the metric (default 1)")
     r.add_argument("--out", default="report", metavar="DIR", help="where the PNGs, report.md and report.csv go "
                    "(default: report)")
     r.set_defaults(fn=cmd_report)

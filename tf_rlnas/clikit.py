@@ -73,6 +73,20 @@ class Extensions:
         self.bench[algo] = BenchOptions(add_arguments, kwargs, run)
 
 
+
+def peer_source(args, marker: str, what: str) -> tuple[str, str] | None:
+    """``bench ALGO --compare port --peer-python PY --peer-src DIR``, checked before anything runs:
+    (python, source tree) or None without ``--compare``; ``marker`` is a file the tree must hold."""
+    if args.compare is None:
+        if args.peer_python or args.peer_src:
+            raise UserError("--peer-python and --peer-src go with --compare port")
+        return None
+    if not args.peer_python or not args.peer_src:
+        raise UserError("--compare port needs --peer-python PYTHON and --peer-src DIR (the port's source tree)")
+    if not os.path.isfile(os.path.join(args.peer_src, marker)):
+        raise UserError(f"--peer-src {args.peer_src}: not {what}'s source tree (no {marker})")
+    return args.peer_python, args.peer_src
+
 def load_extensions() -> Extensions:
     ext = Extensions()
     for spec in registry.ALGOS.values():

@@ -11,7 +11,8 @@ event files and saved configs.
   cover it, with a 95% percentile-bootstrap interval of the mean (SciPy's ``stats.bootstrap``).
   Runs that end at different steps are not cut to the shortest: the curve goes on with the runs
   that reach further, and a warning line says from where on it has fewer seeds.
-- Final value of a run: its last logged value of the metric. Per group: mean, IQM (the 25%-trimmed
+- Final value of a run: its last logged value of the metric, or with ``--last N`` the mean of its
+  last N values (evaluations of RL runs are noisy: e.g. the last 5 evaluations). Per group: mean, IQM (the 25%-trimmed
   mean, ``scipy.stats.trim_mean``: "Deep RL at the edge of the statistical precipice", Agarwal et
   al. 2021), the 95% bootstrap interval of the mean, and the number of seeds.
 
@@ -169,7 +170,8 @@ def _slug(tag: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", tag).strip("_")
 
 
-def build(paths: list[str], group_by: list[str], metrics: list[str] | None, warn) -> tuple[list[Row], dict]:
+def build(paths: list[str], group_by: list[str], metrics: list[str] | None, warn,
+          last: int = 1) -> tuple[list[Row], dict]:
     """The table rows and, per metric, {group: (grid, mean, lo, hi, n, unit)} for the pictures."""
     if not paths:
         raise UserError("report needs at least one run directory")
@@ -202,7 +204,7 @@ def build(paths: list[str], group_by: list[str], metrics: list[str] | None, warn
                      f"{ends[0]} has fewer seeds; final values are each run's last")
             units = {r.unit for r in members}
             curves[metric][name] = (grid, mean, lo, hi, n, "/".join(sorted(units)))
-            finals = np.array([r.scalars[metric][1][-1] for r in members])
+            finals = np.array([r.scalars[metric][1][-last:].mean() for r in members])
             low, high = mean_ci(finals)
             wall = [float(r.scalars[metric][2][-1] - min(w[0] for _, _, w in r.scalars.values())) for r in members]
             rows.append(Row(name, metric, len(members), float(finals.mean()), iqm(finals), low, high,
@@ -259,13 +261,15 @@ def plot(metric: str, curves: dict, path: str) -> None:
 
 
 def run(paths: list[str], group_by: str = "algo,task", metrics: list[str] | None = None,
-        out: str = "report", warn=print) -> list[Row]:
+        out: str = "report", warn=print, last: int = 1) -> list[Row]:
     from tf_rlnas.core.files import atomic_write_text
 
     keys = [k.strip() for k in group_by.split(",") if k.strip()]
     if not keys:
         raise UserError("--group-by needs at least one key")
-    rows, curves = build(paths, keys, metrics, warn)
+    if last < 1:
+        raise UserError("--last must be >= 1")
+    rows, curves = build(paths, keys, metrics, warn, last)
     os.makedirs(out, exist_ok=True)
     for metric, c in curves.items():
         plot(metric, c, os.path.join(out, f"{_slug(metric)}.png"))

@@ -17,7 +17,7 @@ import sys
 
 from tf_rlnas import registry
 from tf_rlnas.clikit import (add_config_arguments, fraction, import_tf_quietly, int_list, int_list_or_none,
-                             load_run, nonnegative_float, positive_float, positive_int, resolve_train_config)
+                             load_run, nonnegative_float, peer_source, positive_float, positive_int, resolve_train_config)
 from tf_rlnas.core import rundir
 from tf_rlnas.errors import UserError
 
@@ -438,15 +438,8 @@ def _bench_arguments(b: argparse.ArgumentParser) -> None:
 
 
 def _bench_kwargs(args) -> dict:
-    if args.compare is None:
-        if args.peer_python or args.peer_src:
-            raise UserError("--peer-python and --peer-src go with --compare port")
-        return {}
-    if not args.peer_python or not args.peer_src:
-        raise UserError("--compare port needs --peer-python PYTHON and --peer-src DIR (the port's source tree)")
-    if not os.path.isfile(os.path.join(args.peer_src, "models", "shared_cnn.py")):
-        raise UserError(f"--peer-src {args.peer_src}: not the port's source tree (no models/shared_cnn.py)")
-    return {"peer_python": args.peer_python, "peer_src": args.peer_src}
+    peer = peer_source(args, os.path.join("models", "shared_cnn.py"), "the port")
+    return {} if peer is None else {"peer_python": peer[0], "peer_src": peer[1]}
 
 
 def _bench_controller_task(cfg, args) -> bool:

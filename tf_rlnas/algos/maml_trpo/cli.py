@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from tf_rlnas.clikit import peer_source
 from tf_rlnas.errors import UserError
 
 PORT_CONFIG = "configs/maml/2d-navigation.yaml"
@@ -27,18 +28,12 @@ def _bench_arguments(b) -> None:
 
 
 def _bench_kwargs(args) -> dict:
-    if args.compare is None:
-        if args.peer_python or args.peer_src:
-            raise UserError("--peer-python and --peer-src go with --compare port")
+    peer = peer_source(args, os.path.join("maml_rl", "metalearners", "maml_trpo.py"), "pytorch-maml-rl")
+    if peer is None:
         return {}
-    if not args.peer_python or not args.peer_src:
-        raise UserError("--compare port needs --peer-python PYTHON and --peer-src DIR (the port's source tree)")
-    config = os.path.join(args.peer_src, args.peer_config)
-    if not os.path.isfile(os.path.join(args.peer_src, "maml_rl", "metalearners", "maml_trpo.py")):
-        raise UserError(f"--peer-src {args.peer_src}: not pytorch-maml-rl's source tree (no maml_rl/metalearners)")
-    if not os.path.isfile(config):
-        raise UserError(f"--peer-config {config}: no such file")
-    return {"peer": (args.peer_python, args.peer_src, args.peer_config)}
+    if not os.path.isfile(os.path.join(peer[1], args.peer_config)):
+        raise UserError(f"--peer-config {os.path.join(peer[1], args.peer_config)}: no such file")
+    return {"peer": (*peer, args.peer_config)}
 
 
 def _evaluate_arguments(group) -> None:
