@@ -68,7 +68,8 @@ def test_misaligned_steps_are_interpolated_not_truncated(tmp_path, capsys):
     a = fake_run(tmp_path, "a", "Hopper-v5", {"eval/return": [(0, 0.0), (10, 10.0), (20, 20.0)]})
     b = fake_run(tmp_path, "b", "Hopper-v5", {"eval/return": [(0, 0.0), (5, 5.0), (15, 30.0), (30, 60.0)]})
     rows, curves = report.build([a, b], ["algo", "task"], None, warn=print)
-    grid, mean, lo, hi, n, unit = curves["eval/return"]["sac Hopper-v5"]
+    grid, mean, lo, hi, n, unit, task = curves["eval/return"]["sac Hopper-v5"]
+    assert task == "Hopper-v5"
     assert grid.tolist() == [0, 5, 10, 15, 20, 30] and unit == "env step"
     # a at 5 and 15 is interpolated (5, 15); b at 10 and 20 (17.5, 40); past 20 only b
     np.testing.assert_allclose(mean, [0, 5, (10 + 17.5) / 2, (15 + 30) / 2, (20 + 40) / 2, 60])

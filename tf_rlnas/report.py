@@ -203,7 +203,7 @@ def build(paths: list[str], group_by: list[str], metrics: list[str] | None, warn
                 warn(f"warning: {name}: runs end at different steps ({', '.join(map(str, ends))}): the curve after "
                      f"{ends[0]} has fewer seeds; final values are each run's last")
             units = {r.unit for r in members}
-            curves[metric][name] = (grid, mean, lo, hi, n, "/".join(sorted(units)))
+            curves[metric][name] = (grid, mean, lo, hi, n, "/".join(sorted(units)), members[0].key("task"))
             finals = np.array([r.scalars[metric][1][-last:].mean() for r in members])
             low, high = mean_ci(finals)
             wall = [float(r.scalars[metric][2][-1] - min(w[0] for _, _, w in r.scalars.values())) for r in members]
@@ -239,22 +239,29 @@ def csv_text(rows: list[Row]) -> str:
 
 
 def plot(metric: str, curves: dict, path: str) -> None:
+    """One panel per task (returns of different tasks have different scales), a line and its band per
+    group."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    units = set()
-    for name, (grid, mean, lo, hi, n, unit) in curves.items():
-        units.add(unit)
-        line, = ax.plot(grid, mean, label=f"{name} ({int(n.max())} seeds)")
-        ok = ~np.isnan(lo)
-        ax.fill_between(grid[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel(" / ".join(sorted(units)) + "s")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric}: mean over seeds, 95% bootstrap CI")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    tasks = list(dict.fromkeys(c[6] for c in curves.values()))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.2), dpi=110, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        units = set()
+        for name, (grid, mean, lo, hi, n, unit, t) in curves.items():
+            if t != task:
+                continue
+            units.add(unit)
+            line, = ax.plot(grid, mean, label=f"{name} ({int(n.max())} seed{'s' if n.max() > 1 else ''})")
+            ok = ~np.isnan(lo)
+            ax.fill_between(grid[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel(" / ".join(sorted(units)) + "s")
+        ax.set_ylabel(metric)
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{metric}: mean over seeds, 95% bootstrap CI", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
