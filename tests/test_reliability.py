@@ -307,7 +307,7 @@ def test_a_saved_maml_config_with_the_removed_distribution_key_still_resumes(tmp
     ("sac", ["--config", "smoke", "--set", "env.id=Pendulum-v1", "--quick"]),
     ("ace", ["--config", "smoke", "--set", "env.id=Pendulum-v1", "--quick"]),
     ("enas", ["--config", "smoke"]),
-    ("maml_trpo", ["--config", "smoke"]),
+    ("maml_trpo", ["--config", "smoke", "--quick"]),
     ("planet", ["--config", "point_reach", "--config", "smoke"]),
 ])
 def test_bench_runs_for_every_algorithm_and_prints_rates(capsys, algo, argv):

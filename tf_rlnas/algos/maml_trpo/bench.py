@@ -83,7 +83,9 @@ def run_port(python: str, src: str, config: str, seconds: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(cfg, seconds: float = 5.0, peer: tuple[str, str, str] | None = None) -> None:
+def run(cfg, seconds: float = 5.0, peer: tuple[str, str, str] | None = None, quick: bool = False) -> None:
+    """``quick``: the config's own settings, second and first order only (not the other curvature
+    subsample, nor the other Hessian-vector products)."""
     from tf_rlnas.algos.maml_trpo.config import DISCRETE
 
     m = cfg.maml
@@ -93,10 +95,11 @@ def run(cfg, seconds: float = 5.0, peer: tuple[str, str, str] | None = None) -> 
     print(f"{'':40s}{'iteration s':>12s}{'sampling':>10s}{'inner':>8s}{'TRPO':>8s}{'env steps/s':>13s}")
     sub = m.curvature_subsample
     rows = [("second order", False, m.hvp, m.jit_compile, sub), ("first order", True, m.hvp, m.jit_compile, sub)]
-    if m.hvp == "analytic" and cfg.env.family not in DISCRETE:  # the other curvature setting, for its cost
+    if not quick and m.hvp == "analytic" and cfg.env.family not in DISCRETE:  # the other curvature setting, for its cost
         rows.append(("second order", False, "analytic", m.jit_compile, 1 if sub > 1 else 5))
-    rows += [("second order", False, h, True, 1) for h in ("analytic", "gauss_newton", "double_backprop")
-             if h != m.hvp]
+    if not quick:
+        rows += [("second order", False, h, True, 1) for h in ("analytic", "gauss_newton", "double_backprop")
+                 if h != m.hvp]
     mujoco_family = cfg.env.family not in DISCRETE and cfg.env.family != "2dnav"
     sampled = []
     for label, first, hvp, jit, s in rows:

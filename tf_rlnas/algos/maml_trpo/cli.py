@@ -22,6 +22,9 @@ def _bench_arguments(b) -> None:
                         "print the ratio (needs --peer-python and --peer-src; never a dependency)")
     b.add_argument("--peer-python", default=None, metavar="PYTHON", help="--compare: a Python with the port's deps")
     b.add_argument("--peer-src", default=None, metavar="DIR", help="--compare: the port's source tree")
+    b.add_argument("--quick", action="store_true",
+                   help="only the config's own settings, second and first order (not the other curvature "
+                        "subsample and Hessian-vector products)")
     b.add_argument("--peer-config", default=PORT_CONFIG, metavar="YAML",
                    help=f"--compare: the port's config, relative to --peer-src (default {PORT_CONFIG}; pass ours "
                         "the same sizes with --set)")
@@ -30,10 +33,10 @@ def _bench_arguments(b) -> None:
 def _bench_kwargs(args) -> dict:
     peer = peer_source(args, os.path.join("maml_rl", "metalearners", "maml_trpo.py"), "pytorch-maml-rl")
     if peer is None:
-        return {}
+        return {"quick": True} if args.quick else {}
     if not os.path.isfile(os.path.join(peer[1], args.peer_config)):
         raise UserError(f"--peer-config {os.path.join(peer[1], args.peer_config)}: no such file")
-    return {"peer": (*peer, args.peer_config)}
+    return {"peer": (*peer, args.peer_config), **({"quick": True} if args.quick else {})}
 
 
 def _evaluate_arguments(group) -> None:
