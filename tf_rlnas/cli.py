@@ -233,9 +233,9 @@ def build_parser(ext=None) -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="curves over seeds (95%% bootstrap bands) and a table of final values "
                        "(mean, IQM, 95%% CI) from runs' TensorBoard logs",
-                       description="Group runs by config keys, plot each metric's mean over seeds with a 95%% "
-                       "bootstrap confidence band (x = the runs' own step unit) and write a table of final "
-                       "values: mean, interquartile mean, 95%% CI, seeds.")
+                       description="Group runs by config keys, plot each metric's mean over seeds with a 95% "
+                       "bootstrap confidence band (x = the runs' own step unit; one panel per task) and write a "
+                       "table of final values: mean, interquartile mean, 95% CI, seeds.")
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (seeds of one or more configs)")
     r.add_argument("--group-by", default="algo,task", metavar="KEY[,KEY]",
                    help="config keys (dotted), 'algo' or 'task' (the env or dataset) whose values make a group "
