@@ -78,6 +78,14 @@ def test_misaligned_steps_are_interpolated_not_truncated(tmp_path, capsys):
     assert rows[0].mean == pytest.approx((20 + 60) / 2) and rows[0].final_step == "20, 30"
 
 
+def test_a_step_written_twice_counts_once_with_its_last_value(tmp_path):
+    run = fake_run(tmp_path, "a", "Hopper-v5", {"eval/return": [(0, 1.0), (10, 2.0), (20, 3.0), (20, 5.0)]})
+    steps, values, _ = report.read_scalars(os.path.join(run, "tb"))["eval/return"]
+    assert steps.tolist() == [0, 10, 20] and values.tolist() == [1.0, 2.0, 5.0]
+    rows, _ = report.build([run], ["algo"], None, warn=print, last=2)
+    assert rows[0].mean == pytest.approx(3.5)
+
+
 def test_a_run_without_the_metric_is_named_and_left_out(tmp_path, capsys):
     a = fake_run(tmp_path, "a", "Hopper-v5", {"eval/return": [(0, 1.0), (10, 3.0)]})
     b = fake_run(tmp_path, "b", "Hopper-v5", {"train/episode_return": [(0, 1.0)]})

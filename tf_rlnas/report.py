@@ -87,8 +87,12 @@ def read_scalars(logdir: str) -> dict:
             continue  # scalars only (not text, images, the hparams plugin's records)
         steps = np.array([e.step for e in events], np.int64)
         order = np.argsort(steps, kind="stable")
-        out[tag] = (steps[order], np.array(values, np.float64)[order],
-                    np.array([e.wall_time for e in events])[order])
+        steps, vals = steps[order], np.array(values, np.float64)[order]
+        walls = np.array([e.wall_time for e in events])[order]
+        # one value per step, the last written (a run's final evaluation can land on the step of its
+        # last periodic one; counted twice it would weigh double in --last N)
+        keep = np.append(steps[1:] != steps[:-1], True)
+        out[tag] = (steps[keep], vals[keep], walls[keep])
     return out
 
 
