@@ -173,8 +173,8 @@ def mismatch(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> s
 
 
 def max_diff(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> float:
-    return max(float(np.max(np.abs(np.asarray(got[k], np.float64) - np.asarray(w, np.float64)), initial=0.0))
-               for k, w in want.items())
+    return max((float(np.max(np.abs(np.asarray(got[k], np.float64) - np.asarray(w, np.float64)), initial=0.0))
+                for k, w in want.items()), default=0.0)
 
 
 def _one_line(e: BaseException) -> str:
