@@ -131,12 +131,12 @@ def cmd_export(args) -> int:
     try:
         spec = trainer.export_spec()
         name = os.path.basename(os.path.normpath(args.run_dir))
-        path = export.publish(spec.module, spec.signatures, args.out, name, spec.examples, spec.expected,
+        path, converted = export.publish(spec.module, spec.signatures, args.out, name, spec.examples, spec.expected,
                               formats=formats, note=lambda line: print(line, file=sys.stderr, flush=True))
     finally:
         trainer.close()
     print(f"exported {path} (signatures: {', '.join(spec.signatures)}; reload verified)")
-    for fname, info in export.publish.converted.items():
+    for fname, info in converted.items():
         print(f"  {fname}: {', '.join(info['signatures'])}; {info['bytes'] / 1e3:.0f} kB; matches the live model "
               f"to {info['max_diff']:.1e} in its runtime")
     return 0

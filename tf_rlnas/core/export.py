@@ -78,10 +78,11 @@ def track_raw_variables(module) -> int:
 
 def publish(module, signatures: Mapping[str, object], root: str, name: str,
             examples: Mapping[str, dict], expected: Mapping[str, dict], atol: float = 1e-5,
-            formats: tuple[str, ...] = ("savedmodel",), note=print) -> str:
+            formats: tuple[str, ...] = ("savedmodel",), note=print) -> tuple[str, dict]:
     """Save ``module`` to a temporary folder under ``root/name``, :func:`verify` it there, convert it
     to the other ``formats`` (ONNX, LiteRT: :mod:`tf_rlnas.core.convert`, each checked in its runtime)
-    and only then rename it into the next free version; returns the version folder. Any failure
+    and only then rename it into the next free version; returns the version folder and what
+    :func:`~tf_rlnas.core.convert.convert_all` wrote into it ({file: details}). Any failure
     (saving, verification, a conversion, an interrupt) removes the temporary folder and leaves the
     published versions as they were."""
     import tensorflow as tf
@@ -101,13 +102,13 @@ def publish(module, signatures: Mapping[str, object], root: str, name: str,
     try:
         tf.saved_model.save(module, tmp, signatures=dict(signatures))
         verify(tmp, examples, expected, atol)
-        publish.converted = convert.convert_all(tmp, [f for f in formats if f != "savedmodel"], examples, expected,
+        converted = convert.convert_all(tmp, [f for f in formats if f != "savedmodel"], examples, expected,
                                                 note)
         while True:
             target = os.path.join(model_dir, str(next_version(model_dir)))
             try:
                 os.rename(tmp, target)  # fails if target exists (non-empty dir): never overwrite
-                return target
+                return target, converted
             except OSError:
                 if not os.path.exists(target):
                     raise

@@ -101,7 +101,7 @@ def run(cfg, seconds: float = 5.0, peer: tuple[str, str, str] | None = None, qui
         rows += [("second order", False, h, True, 1) for h in ("analytic", "gauss_newton", "double_backprop")
                  if h != m.hvp]
     mujoco_family = cfg.env.family not in DISCRETE and cfg.env.family != "2dnav"
-    sampled = []
+    measured = []
     for label, first, hvp, jit, s in rows:
         c = dataclasses.replace(cfg, maml=dataclasses.replace(m, first_order=first, hvp=hvp, jit_compile=jit,
                                                               curvature_subsample=s))
@@ -109,12 +109,10 @@ def run(cfg, seconds: float = 5.0, peer: tuple[str, str, str] | None = None, qui
         label = f"{label}, {hvp}{f', curvature rows/{s}' if s > 1 else ''}{', XLA' if jit else ''}"
         print(f"{label:40s}{r['time/iteration_s']:12.3f}{r['time/sample_s']:10.3f}{r['time/inner_s']:8.3f}"
               f"{r['time/trpo_s']:8.3f}{r['time/env_steps_per_s']:13,.0f}   ({r['n']} iterations)")
-        sampled.append(r["time/env_steps_per_s"])
-        if len(sampled) == 1:
-            first_row_s = r["time/iteration_s"]
+        measured.append(r)
     if peer is not None:
         port = run_port(*peer, seconds=max(seconds, 20.0))
-        ours = first_row_s
+        ours = measured[0]["time/iteration_s"]
         print(f"pytorch-maml-rl (torch {port['torch']}, {port['workers']} sampler workers, 1 torch thread each, {peer[2]}: meta-batch "
               f"{port['meta_batch']} x {port['fast_batch']}, hidden {port['hidden']}, "
               f"{'first' if port['first_order'] else 'second'} order): {port['median_s_per_iteration']:.3f} s per "
@@ -122,7 +120,7 @@ def run(cfg, seconds: float = 5.0, peer: tuple[str, str, str] | None = None, qui
     if mujoco_family:
         import os
         floor = physics_floor(cfg.env.family, dict(cfg.env.kwargs), min(seconds, 3.0), os.cpu_count() or 1)
-        best = max(sampled)
+        best = max(r["time/env_steps_per_s"] for r in measured)
         print(f"MuJoCo physics floor ({floor['processes']} processes, mj_step only): "
               f"{floor['mj_steps_per_s']:,.0f} physics steps/s = {floor['env_steps_per_s']:,.0f} env steps/s "
               f"(frame_skip {floor['frame_skip']}); the sampler's best above: {best:,.0f} env steps/s = "

@@ -10,9 +10,9 @@ Run as a script with the port's Python::
 nothing from tf_rlnas: the port is never our dependency.
 
 Threads: the port does not pin torch's threads; its default (one per core in the learner and in each
-forked sampler worker) oversubscribes a small machine (11.3 s against 4.8 s per iteration on 2
-cores), so one torch thread per process is set before torch loads, as its sampler design intends
-(parallelism from the worker processes).
+forked sampler worker) oversubscribes a small machine (more than twice as slow on 2 cores,
+docs/benchmarks.md), so one torch thread per process is set before torch loads, as its sampler
+design intends (parallelism from the worker processes).
 """
 
 import json
