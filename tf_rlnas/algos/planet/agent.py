@@ -222,8 +222,8 @@ class PlanetAgent(tf.Module):
         def objective(actions, seed):
             j = tf.shape(actions)[0]
             start = {k: tf.tile(post[k], [j, 1]) for k in post}
-            imagined = self.rssm.imagine(start, actions, seed)
-            return tf.reduce_sum(self.reward(RSSM.features(imagined)), axis=1)
+            feats = self.rssm.imagine_features(start, actions, seed)  # [H, J, F]
+            return tf.reduce_sum(self.reward(feats), axis=0)
         return objective
 
     def plan(self, post, seed):
