@@ -236,6 +236,39 @@ def test_planner_rollout_is_imagine_with_fused_kernels(dtype):
     assert np.abs(other - want).max() > 0.1  # the seed matters
 
 
+@pytest.mark.parametrize("depth", [2, 4])
+def test_subpixel_decoder_is_the_keras_transposed_convs(depth):
+    """The decoder's sub-pixel path (transposed convs as stride-1 convs + depth_to_space on Keras'
+    own kernels, the 1x1 first one as a matmul; odd kernels padded) computes the Keras layers'
+    output and gradients in float32; bfloat16 (its default there) stays close."""
+    from tf_rlnas.algos.planet.models import Decoder
+    feats = tf.random.stateless_normal([3, 2, 9], [4, 5])
+    ref, fast = Decoder(depth, subpixel=False), Decoder(depth, subpixel=True)
+    want = ref(feats)
+    fast(feats)
+    for a, b in zip(fast.weights, ref.weights):
+        assert a.path == b.path
+        a.assign(b + 0.1 * tf.random.stateless_normal(b.shape, [6, 7]))  # non-zero biases too
+        b.assign(a)
+    with tf.GradientTape(persistent=True) as tape:
+        want = ref(feats)
+        got = fast(feats)
+        lw, lg = tf.reduce_sum(tf.square(want)), tf.reduce_sum(tf.square(got))
+    assert got.shape == want.shape == (3, 2, 64, 64, 3)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5 * float(tf.reduce_max(tf.abs(want))))
+    for gw, gg in zip(tape.gradient(lw, ref.trainable_variables), tape.gradient(lg, fast.trainable_variables)):
+        scale = float(tf.reduce_max(tf.abs(gw)))
+        assert scale > 0
+        np.testing.assert_allclose(gg.numpy(), gw.numpy(), atol=1e-4 * scale)
+    b16 = Decoder(depth, compute_dtype="bfloat16")
+    assert b16.subpixel
+    b16(feats)
+    for a, b in zip(b16.weights, ref.weights):
+        a.assign(b)
+    err = float(tf.reduce_max(tf.abs(b16(feats) - want))) / float(tf.reduce_max(tf.abs(want)))
+    assert err < 0.05, err
+
+
 def _world_model_losses(dtype: str, seed: int, steps: int) -> np.ndarray:
     cfg = C.resolve(PlanetConfig, [CFG[0]], [f"model.compute_dtype={dtype}", f"run.seed={seed}"])
     with tempfile.TemporaryDirectory() as d:
