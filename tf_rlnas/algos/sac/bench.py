@@ -173,9 +173,12 @@ def run_peer(peer: str, python: str, cfg, seconds: float, k: int = 1) -> dict | 
     script = os.path.join(os.path.dirname(__file__), "peer_bench.py")
     threads = os.cpu_count() or 1  # the peer's own default: all cores (our intra-op setting is ours)
     hidden = ",".join(str(h) for h in cfg.agent.actor_hidden)
-    with tempfile.TemporaryDirectory() as cwd:  # the peers' gymnasium + MuJoCo 3.17 write MUJOCO_LOG.TXT into the cwd
+    # the peers' gymnasium + MuJoCo 3.17 write MUJOCO_LOG.TXT into the cwd and SB3's logger an
+    # SB3-<date> folder into the temporary directory: both go into this one, removed afterwards
+    with tempfile.TemporaryDirectory() as cwd:
         out = subprocess.run([python, script, peer, cfg.env.id, hidden, str(cfg.train.batch_size), str(seconds),
-                              str(threads), str(k)], capture_output=True, text=True, cwd=cwd)
+                              str(threads), str(k)], capture_output=True, text=True, cwd=cwd,
+                             env={**os.environ, "TMPDIR": cwd})
     if out.returncode != 0:
         print(f"  --compare {peer}: the peer run failed: {out.stderr.strip().splitlines()[-1:]}")
         return None
