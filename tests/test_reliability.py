@@ -131,6 +131,33 @@ def test_a_refusal_during_training_before_the_first_checkpoint_is_undone(tmp_pat
     assert main(["train", "reinforce", "--config", "smoke", "--run-dir", str(fresh), "--no-progress"]) == 0
 
 
+def test_rerunning_a_complete_run_changes_nothing(tmp_path, capsys, monkeypatch):
+    """The same command again on a finished run (a resumable queue re-runs every command) neither
+    trains nor evaluates again: summary.json and the event files stay as they were."""
+    from tf_rlnas.algos.reinforce.trainer import ReinforceTrainer
+
+    run = tmp_path / "run"
+    argv = ["train", "reinforce", "--config", "smoke", "--run-dir", str(run), "--no-progress"]
+    assert main(argv) == 0
+    summary = (run / "summary.json").read_text()
+    events = {p: os.path.getsize(p) for p in glob.glob(str(run / "tb" / "*"))}
+    capsys.readouterr()
+
+    def no_more(self, *a, **k):
+        raise AssertionError("a complete run was trained or evaluated again")
+    monkeypatch.setattr(ReinforceTrainer, "evaluate", no_more)
+    monkeypatch.setattr(ReinforceTrainer, "train_iteration", no_more)
+    assert main(argv) == 0
+    assert "is complete" in capsys.readouterr().out
+    assert (run / "summary.json").read_text() == summary
+    assert {p: os.path.getsize(p) for p in glob.glob(str(run / "tb" / "*"))} == events
+    # a summary lost in a crash after the last checkpoint: the run is finished (evaluated) again
+    monkeypatch.undo()
+    os.remove(run / "summary.json")
+    assert main(argv) == 0
+    assert "final_eval" in (run / "summary.json").read_text()
+
+
 def test_planet_env_errors_are_one_line_with_the_childs_reason(tmp_path, capsys):
     pytest.importorskip("dm_control")
     cases = [(["--set", "env.name=no_such_env"], r"no_such_env.*doesn't exist"),

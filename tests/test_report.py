@@ -142,3 +142,31 @@ def test_every_run_logs_its_config_and_headline_metrics_for_the_hparams_dashboar
     assert hp["env.id"].string_value == "tf_rlnas/OneShotGame-v0"
     assert hp["train.normalize_advantages"].WhichOneof("kind") == "bool_value"
     assert "eval/return" in report.read_scalars(str(run / "tb"))  # the metric the dashboard lists exists
+
+
+def test_a_resumed_run_reads_as_tensorboard_shows_it_and_counts_training_time_only(tmp_path, capsys):
+    """A run resumed from a checkpoint older than its last logged step: the values logged past the
+    resume point before the stop are superseded (as TensorBoard's loader does), one note line says
+    so instead of TensorBoard's own log lines; the hours column leaves out the stop (gaps longer than
+    10x the median logging gap)."""
+    from tf_rlnas.core.logging import TBLogger
+
+    run = fake_run(tmp_path, "r", "Hopper-v5", {})
+    # two sessions as Trainer.fit logs them: each starts with a SessionLog.START at its first step
+    for start, points in ((1, ((0, 0.0), (10, 1.0), (20, 2.0), (30, 3.0))), (20, ((20, 5.0), (30, 6.0), (40, 7.0)))):
+        logger = TBLogger(os.path.join(run, "tb"))
+        logger.restart(start)
+        for step, value in points:
+            logger.scalars({"eval/return": value}, step=step)
+        logger.flush()
+        logger.writer.close()
+    notes = []
+    rows, curves = report.build([run], ["algo", "task"], None, warn=notes.append)
+    assert len(notes) == 1 and "was resumed from a checkpoint" in notes[0], notes
+    grid, mean = curves["eval/return"]["sac Hopper-v5"][:2]
+    assert grid.tolist() == [0, 10, 20, 30, 40] and mean.tolist() == [0.0, 1.0, 5.0, 6.0, 7.0]
+    assert "Purging" not in capsys.readouterr().err  # TensorBoard's own lines are not shown
+    day = 86400.0
+    walls = np.array([0.0, 10, 20, 30, day + 40, day + 50])
+    assert report.training_hours(walls) == pytest.approx((4 * 10 + 100) / 3600)
+    assert report.training_hours(np.array([5.0, 65.0])) == pytest.approx(60 / 3600)

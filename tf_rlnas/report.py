@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import os
 import re
 
@@ -72,13 +73,43 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def read_scalars(logdir: str) -> dict:
-    """{tag: (steps, values, wall times)} of a run's float scalars, as TensorBoard reads them."""
+class _Purges(logging.Handler):
+    """Collects TensorBoard's 'out of order event.step ... Purging N expired tensor events' warnings
+    (a run resumed from a checkpoint older than its last logged step) as (N, from step, to step)."""
+
+    PATTERN = re.compile(r"Purging (\d+) expired .* previous step: (\d+) .* current step: (\d+)")
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.found: list[tuple[int, int, int]] = []
+
+    def emit(self, record):
+        m = self.PATTERN.search(record.getMessage())
+        if m:
+            self.found.append(tuple(int(g) for g in m.groups()))
+
+
+def read_scalars(logdir: str, warn=None) -> dict:
+    """{tag: (steps, values, wall times)} of a run's float scalars, as TensorBoard reads them: where
+    a run was resumed from a checkpoint, the values logged past its step before the stop are
+    superseded (TensorBoard's purge; ``warn`` gets one line per resume instead of its log lines)."""
     from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
     from tensorboard.util import tensor_util
 
     ea = EventAccumulator(logdir, size_guidance={"tensors": 0})
-    ea.Reload()
+    purges, tb_log = _Purges(), logging.getLogger("tensorboard")
+    tb_log.addHandler(purges)
+    propagate, tb_log.propagate = tb_log.propagate, False
+    try:
+        ea.Reload()
+    finally:
+        tb_log.removeHandler(purges)
+        tb_log.propagate = propagate
+    if purges.found and warn:  # TensorBoard warns once per tag with values past a resume point
+        n = sum(f[0] for f in purges.found)
+        warn(f"note: {os.path.dirname(os.path.normpath(logdir))} was resumed from a checkpoint (first at step "
+             f"~{min(f[2] for f in purges.found)}): {n} values logged past the resume point before the stop are "
+             f"superseded, as in TensorBoard")
     out = {}
     for tag in ea.Tags()["tensors"]:
         events = ea.Tensors(tag)
@@ -96,7 +127,18 @@ def read_scalars(logdir: str) -> dict:
     return out
 
 
-def load_run(path: str) -> Run:
+def training_hours(walls: np.ndarray) -> float:
+    """Hours a run spent logging: the sum of the gaps between consecutive events of one tag,
+    each capped at 10x the median gap, so the time between a stop and its resume (or a paused
+    process) does not count as training. Runs with fewer than 3 gaps: last - first."""
+    walls = np.sort(np.asarray(walls, np.float64))
+    gaps = np.diff(walls)
+    if len(gaps) < 3:
+        return float(walls[-1] - walls[0]) / 3600 if len(walls) else 0.0
+    return float(np.minimum(gaps, 10 * max(np.median(gaps), 1e-3)).sum()) / 3600
+
+
+def load_run(path: str, warn=None) -> Run:
     from tf_rlnas import config as C
     from tf_rlnas import registry
     from tf_rlnas.core import rundir
@@ -111,7 +153,7 @@ def load_run(path: str) -> Run:
     cfg = C.from_dict(spec.load("config"), data)
     trainer = spec.load("trainer")
     return Run(path, algo, _flatten(C.to_dict(cfg)), getattr(trainer, "unit", "step"),
-               tuple(trainer.headline_metrics(cfg)), read_scalars(os.path.join(path, "tb")))
+               tuple(trainer.headline_metrics(cfg)), read_scalars(os.path.join(path, "tb"), warn))
 
 
 def mean_ci(x: np.ndarray) -> tuple[float, float]:
@@ -179,7 +221,7 @@ def build(paths: list[str], group_by: list[str], metrics: list[str] | None, warn
     """The table rows and, per metric, {group: (grid, mean, lo, hi, n, unit)} for the pictures."""
     if not paths:
         raise UserError("report needs at least one run directory")
-    runs = [load_run(p) for p in paths]
+    runs = [load_run(p, warn) for p in paths]
     if not metrics:
         metrics = list(dict.fromkeys(m for r in runs for m in r.headline[:1]))
     groups: dict[str, list[Run]] = {}
@@ -210,9 +252,10 @@ def build(paths: list[str], group_by: list[str], metrics: list[str] | None, warn
             curves[metric][name] = (grid, mean, lo, hi, n, "/".join(sorted(units)), members[0].key("task"))
             finals = np.array([r.scalars[metric][1][-last:].mean() for r in members])
             low, high = mean_ci(finals)
-            wall = [float(r.scalars[metric][2][-1] - min(w[0] for _, _, w in r.scalars.values())) for r in members]
+            # the run's most often logged tag times its training (tags logged together share instants)
+            hours = [training_hours(max((w for _, _, w in r.scalars.values()), key=len)) for r in members]
             rows.append(Row(name, metric, len(members), float(finals.mean()), iqm(finals), low, high,
-                            ", ".join(map(str, ends)), "/".join(sorted(units)), float(np.mean(wall)) / 3600))
+                            ", ".join(map(str, ends)), "/".join(sorted(units)), float(np.mean(hours))))
     return rows, curves
 
 

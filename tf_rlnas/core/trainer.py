@@ -216,6 +216,16 @@ class Trainer:
             self.iteration.from_variable()
         return path
 
+    def _summary(self) -> dict | None:
+        """summary.json of a run that completed before (None if absent or unreadable: the run is
+        then finished again, as when it was killed between its last checkpoint and the summary)."""
+        try:
+            with open(os.path.join(self.run_dir, "summary.json")) as f:
+                summary = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return summary if isinstance(summary, dict) and "final_eval" in summary else None
+
     def save(self) -> str:
         self.iteration.to_variable()
         return self.checkpointer.save(self.iteration.value)
@@ -225,6 +235,16 @@ class Trainer:
         cfg = self.cfg.run
         path = self.restore()
         start, total = self.budget().position, self.budget().total
+        previous = self._summary() if path and self.budget().done else None
+        if previous is not None:
+            # a complete run is not evaluated again: a second final evaluation (other episodes) would
+            # change its logged result each time a queue re-runs its command
+            say(f"{self.run_dir} is complete ({self.unit} {start}/{total}); its final evaluation stands "
+                f"(summary.json)")
+            summary = self.finish(previous)  # e.g. ENAS derives again with this config's derive options
+            if self.is_chief:
+                atomic_write_text(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2))
+            return summary
         if path:
             say(f"resuming {self.run_dir} from {os.path.basename(path)} ({self.unit} {start}/{total})")
         # Every session starts with a SessionLog.START: on a resume TensorBoard then drops what the
