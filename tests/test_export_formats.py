@@ -24,7 +24,8 @@ RUNS = {
     "enas": ["--config", "smoke", "--set", "mode=fixed", "--set", "fixed.arc_file=random:3",
              "--set", "child.compute_dtype=bfloat16"],  # a bf16-trained child serves in float32
     "maml_trpo": ["--config", "smoke"],
-    "planet": ["--config", "point_reach", "--config", "smoke", "--config", "point_reach_sac"],
+    "planet": ["--config", "point_reach", "--config", "smoke", "--config", "point_reach_sac",
+               "--set", "model.compute_dtype=bfloat16"],  # a bf16-trained world model serves in float32
 }
 
 # Runs with TensorFlow, onnxruntime and ai_edge_litert only: loads the SavedModel's serving_default,
