@@ -131,8 +131,9 @@ def cmd_export(args) -> int:
     try:
         spec = trainer.export_spec()
         name = os.path.basename(os.path.normpath(args.run_dir))
-        path, converted = export.publish(spec.module, spec.signatures, args.out, name, spec.examples, spec.expected,
-                              formats=formats, note=lambda line: print(line, file=sys.stderr, flush=True))
+        path, converted = export.publish(spec.module, spec.signatures, args.out, name, spec.examples,
+                                         spec.expected, formats=formats,
+                                         note=lambda line: print(line, file=sys.stderr, flush=True))
     finally:
         trainer.close()
     print(f"exported {path} (signatures: {', '.join(spec.signatures)}; reload verified)")

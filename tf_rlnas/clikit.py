@@ -73,7 +73,6 @@ class Extensions:
         self.bench[algo] = BenchOptions(add_arguments, kwargs, run)
 
 
-
 def peer_source(args, marker: str, what: str) -> tuple[str, str] | None:
     """``bench ALGO --compare port --peer-python PY --peer-src DIR``, checked before anything runs:
     (python, source tree) or None without ``--compare``; ``marker`` is a file the tree must hold."""
@@ -86,6 +85,7 @@ def peer_source(args, marker: str, what: str) -> tuple[str, str] | None:
     if not os.path.isfile(os.path.join(args.peer_src, marker)):
         raise UserError(f"--peer-src {args.peer_src}: not {what}'s source tree (no {marker})")
     return args.peer_python, args.peer_src
+
 
 def load_extensions() -> Extensions:
     ext = Extensions()

@@ -47,8 +47,8 @@ class PlanetModel:
     compute_dtype: Literal["auto", "float32", "bfloat16"] = option(
         "float32", help="dtype of the convs' and dense layers' products (auto: bfloat16 where the CPU has native "
                         "bf16, else float32); state, heads, losses, KL and planner statistics stay float32. "
-                        "float32 by default: in bfloat16 the reward head learned ~10x worse on the built-in task "
-                        "(docs/planet.md)")
+                        "float32 by default: in bfloat16 the world model did not learn the built-in task (its decoder; "
+                        "docs/planet.md)")
 
 
 @dataclasses.dataclass

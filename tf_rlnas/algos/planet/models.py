@@ -103,7 +103,6 @@ class Decoder(keras.Model):
         x = tf.cast(self._subpixel(x) if self.subpixel else self.deconvs(x), tf.float32)
         return tf.reshape(x, tf.concat([lead, tf.shape(x)[1:]], 0))
 
-
     def _subpixel(self, x):
         first, *rest = self.deconvs.layers
         if not first.built:
@@ -129,28 +128,35 @@ class RewardHead(keras.Model):
         return tf.reshape(self.out(tf.cast(self.body(flat), tf.float32)), tf.shape(features)[:-1])
 
 
-@tf.function(jit_compile=True)
-def _gru_gates(gx, gh, bias, h):
+def _gates(gx, gh, bias, h):
     """Keras' GRU gating (reset_after; gates z, r, h) from the two products ``gx = x Wx`` and
-    ``gh = h Wh`` (in the compute dtype) and the cell's biases [2, 3 units], in float32; returns the
-    new state and its copy in the products' dtype (the next step's input). One XLA kernel for the
-    ~15 element-wise ops TensorFlow would run one by one over [N, 3 units]."""
-    dtype = gh.dtype
-    gx = tf.cast(gx, tf.float32) + bias[0]
-    gh = tf.cast(gh, tf.float32) + bias[1]
-    xz, xr, xh = tf.split(gx, 3, axis=-1)
-    hz, hr, hh = tf.split(gh, 3, axis=-1)
+    ``gh = h Wh`` (any float dtype) and the cell's biases [2, 3 units], in float32: the new state."""
+    xz, xr, xh = tf.split(tf.cast(gx, tf.float32) + bias[0], 3, axis=-1)
+    hz, hr, hh = tf.split(tf.cast(gh, tf.float32) + bias[1], 3, axis=-1)
     z = tf.sigmoid(xz + hz)
     r = tf.sigmoid(xr + hr)
-    new = z * h + (1.0 - z) * tf.tanh(xh + r * hh)
-    return new, tf.cast(new, dtype)
+    return z * h + (1.0 - z) * tf.tanh(xh + r * hh)
+
+
+def _mean_std(x, min_std):
+    """A diagonal Gaussian head's output [..., 2 n] -> mean, std = softplus(raw) + min_std."""
+    mean, raw = tf.split(x, 2, axis=-1)
+    return mean, tf.nn.softplus(raw) + min_std
 
 
 @tf.function(jit_compile=True)
-def _sample_gaussian(x, noise, min_std):
-    """mean + std * noise with (mean, raw) = split(x), std = softplus(raw) + min_std: one XLA kernel."""
-    mean, raw = tf.split(x, 2, axis=-1)
-    return mean + (tf.nn.softplus(raw) + min_std) * noise
+def _fused_gates(gx, gh, bias, h):
+    """:func:`_gates` as one XLA kernel (~15 element-wise ops TensorFlow would run one by one over
+    [N, 3 units]); also returns the new state in the products' dtype (the next step's input)."""
+    new = _gates(gx, gh, bias, h)
+    return new, tf.cast(new, gh.dtype)
+
+
+@tf.function(jit_compile=True)
+def _fused_sample(x, noise, min_std):
+    """mean + std * noise of :func:`_mean_std` as one XLA kernel."""
+    mean, std = _mean_std(x, min_std)
+    return mean + std * noise
 
 
 class RSSM(keras.Model):
@@ -176,14 +182,8 @@ class RSSM(keras.Model):
         """Keras' GRUCell (reset_after, sigmoid/tanh, gates z, r, h) on its own variables, with the
         two products in the compute dtype and the gates and the state in float32."""
         c, dt = self.cell, self.mm_dtype
-        bias = c.bias  # [2, 3 units]: input and recurrent biases
-        gx = tf.cast(tf.matmul(tf.cast(x, dt), tf.cast(c.kernel, dt)), tf.float32) + bias[0]
-        gh = tf.cast(tf.matmul(tf.cast(h, dt), tf.cast(c.recurrent_kernel, dt)), tf.float32) + bias[1]
-        xz, xr, xh = tf.split(gx, 3, axis=-1)
-        hz, hr, hh = tf.split(gh, 3, axis=-1)
-        z = tf.sigmoid(xz + hz)
-        r = tf.sigmoid(xr + hr)
-        return z * h + (1.0 - z) * tf.tanh(xh + r * hh)
+        return _gates(tf.matmul(tf.cast(x, dt), tf.cast(c.kernel, dt)),
+                      tf.matmul(tf.cast(h, dt), tf.cast(c.recurrent_kernel, dt)), c.bias, h)
 
     @property
     def feat_dim(self) -> int:
@@ -194,8 +194,7 @@ class RSSM(keras.Model):
         return {"mean": z, "std": tf.ones_like(z), "stoch": z, "deter": tf.zeros([batch, self.deter])}
 
     def _gaussian(self, x) -> tuple:
-        mean, raw = tf.split(x, 2, axis=-1)
-        return mean, tf.nn.softplus(raw) + self.min_std
+        return _mean_std(x, self.min_std)
 
     def img_step(self, prev: dict, action, sample: bool = True, seed=None) -> dict:
         x = self.inp(tf.concat([prev["stoch"], action], -1))
@@ -241,9 +240,10 @@ class RSSM(keras.Model):
         :meth:`imagine` computes (the same ops, the same random numbers: it equals
         ``features(imagine(...))`` transposed, up to float rounding), made for speed: the horizon
         (static) unrolled, each step's GRU gating and Gaussian sample one fused XLA kernel each
-        (:func:`_gru_gates`, :func:`_sample_gaussian`), the cell's kernels cast to the compute
+        (:func:`_fused_gates`, :func:`_fused_sample`), the cell's kernels cast to the compute
         dtype once per rollout instead of once per step, and no mean/std sequences kept. On the
-        paper's CEM (J=1000, H=12, I=10) this took an action from ~670 to ~540 ms (AMD EPYC, bf16)."""
+        paper's CEM (J=1000, H=12, I=10, AMD EPYC) an action took 762-789 -> 632-651 ms in bfloat16
+        and 1,027 -> 945 ms in float32 (`tf_rlnas bench planet`, docs/planet.md)."""
         horizon = actions.shape[1]
         if horizon is None:
             raise ValueError("imagine_features needs a static horizon (actions [N, H, A] with H known)")
@@ -256,10 +256,10 @@ class RSSM(keras.Model):
         feats = []
         for t in range(horizon):
             x = self.inp(tf.concat([stoch, actions[:, t]], -1))
-            deter, deter_c = _gru_gates(tf.matmul(tf.cast(x, dt), kx), tf.matmul(deter_c, kh), bias, deter)
+            deter, deter_c = _fused_gates(tf.matmul(tf.cast(x, dt), kx), tf.matmul(deter_c, kh), bias, deter)
             prior = self.prior_out(tf.cast(self.prior_h(deter_c), tf.float32))
             noise = tf.random.stateless_normal(tf.stack([tf.shape(prior)[0], self.stoch]), seeds[t])
-            stoch = _sample_gaussian(prior, noise, tf.constant(self.min_std))
+            stoch = _fused_sample(prior, noise, tf.constant(self.min_std))
             feats.append(tf.concat([stoch, deter], -1))
         return tf.stack(feats)
 
