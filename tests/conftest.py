@@ -37,7 +37,7 @@ def tb_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
 # ---- the fast tier: `python -m pytest -m fast tests` (~3 min on 2 cores, every algorithm) -------
 # Whole files of unit tests, plus per algorithm a learning / resume / CLI test that runs in seconds.
 FAST_FILES = {"test_config.py", "test_distributions.py", "test_optim.py", "test_returns.py", "test_maml_units.py",
-              "test_sac_ace_units.py", "test_cli.py", "test_report.py"}
+              "test_sac_ace_units.py", "test_cli.py", "test_report.py", "test_layers.py"}
 FAST_TESTS = {
     # REINFORCE: learns the one-shot game; resume equals an uninterrupted run
     "test_reinforce.py::test_oneshot_converges_to_tau[4.0]", "test_reinforce.py::test_resume_matches_uninterrupted",

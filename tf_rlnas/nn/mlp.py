@@ -6,6 +6,8 @@ from typing import Sequence
 
 import keras
 
+from tf_rlnas.nn.layers import Dense
+
 
 def mlp(hidden: Sequence[int], activation: str = "relu", name: str = "mlp",
         kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
@@ -16,6 +18,6 @@ def mlp(hidden: Sequence[int], activation: str = "relu", name: str = "mlp",
     No sizes gives the identity, so that a head on top of it is a linear model."""
     if not hidden:
         return keras.layers.Identity(name=name)
-    return keras.Sequential([keras.layers.Dense(int(h), activation=activation, name=f"{name}_dense{i}",
+    return keras.Sequential([Dense(int(h), activation=activation, name=f"{name}_dense{i}",
                                                 kernel_initializer=kernel_initializer, dtype=dtype)
                              for i, h in enumerate(hidden)], name=name)

@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from tf_rlnas.distributions import diag_gaussian_kl
+from tf_rlnas.nn.layers import Conv2D, Conv2DTranspose, Dense, bias_add
 from tf_rlnas.nn.mlp import mlp
 
 
@@ -41,7 +42,7 @@ class Encoder(keras.Model):
     def __init__(self, depth: int = 32, compute_dtype: str = "float32", name="encoder"):
         super().__init__(name=name)
         policy = _policy(compute_dtype)
-        self.convs = keras.Sequential([keras.layers.Conv2D(depth * m, 4, 2, activation="relu", name=f"conv{i}",
+        self.convs = keras.Sequential([Conv2D(depth * m, 4, 2, activation="relu", name=f"conv{i}",
                                                            dtype=policy)
                                        for i, m in enumerate((1, 2, 4, 8))], name="convs")
 
@@ -78,7 +79,7 @@ def _conv_transpose_s2(layer, x):
     y = tf.nn.depth_to_space(y, 2)
     if k % 2:
         y = y[:, :-1, :-1, :]
-    return layer.activation(tf.nn.bias_add(y, tf.cast(layer.bias, x.dtype)))
+    return layer.activation(bias_add(y, layer.bias))
 
 
 class Decoder(keras.Model):
@@ -91,11 +92,11 @@ class Decoder(keras.Model):
         self.depth = depth
         self.subpixel = compute_dtype == "bfloat16" if subpixel is None else bool(subpixel)
         policy = _policy(compute_dtype)
-        self.dense = keras.layers.Dense(32 * depth, name="dense", dtype=policy)
+        self.dense = Dense(32 * depth, name="dense", dtype=policy)
         self.deconvs = keras.Sequential(
-            [keras.layers.Conv2DTranspose(depth * m, k, 2, activation="relu", name=f"deconv{i}", dtype=policy)
+            [Conv2DTranspose(depth * m, k, 2, activation="relu", name=f"deconv{i}", dtype=policy)
              for i, (m, k) in enumerate(((4, 5), (2, 5), (1, 6)))]
-            + [keras.layers.Conv2DTranspose(3, 6, 2, name="deconv3", dtype=policy)], name="deconvs")
+            + [Conv2DTranspose(3, 6, 2, name="deconv3", dtype=policy)], name="deconvs")
 
     def call(self, features):  # [..., F] -> [..., 64, 64, 3] mean, float32
         lead = tf.shape(features)[:-1]
@@ -111,7 +112,7 @@ class Decoder(keras.Model):
         k, out, cin = int(first.kernel.shape[0]), int(first.kernel.shape[2]), int(first.kernel.shape[3])
         w = tf.reshape(tf.transpose(tf.cast(first.kernel, x.dtype), [3, 0, 1, 2]), [cin, k * k * out])
         y = tf.reshape(tf.matmul(tf.reshape(x, [-1, cin]), w), [-1, k, k, out])
-        x = first.activation(tf.nn.bias_add(y, tf.cast(first.bias, x.dtype)))
+        x = first.activation(bias_add(y, first.bias))
         for layer in rest:
             x = _conv_transpose_s2(layer, x)
         return x
@@ -166,13 +167,13 @@ class RSSM(keras.Model):
         self.act_dim, self.deter, self.stoch, self.min_std = act_dim, deter, stoch, float(min_std)
         policy = _policy(compute_dtype)
         self.mm_dtype = tf.bfloat16 if policy else tf.float32
-        self.inp = keras.layers.Dense(hidden, activation="relu", name="input", dtype=policy)
+        self.inp = Dense(hidden, activation="relu", name="input", dtype=policy)
         # Keras' cell holds the GRU's variables (and their checkpoint paths); :meth:`gru` computes it
         self.cell = keras.layers.GRUCell(deter, name="gru")
         self.cell.build((None, hidden))
-        self.prior_h = keras.layers.Dense(hidden, activation="relu", name="prior_hidden", dtype=policy)
+        self.prior_h = Dense(hidden, activation="relu", name="prior_hidden", dtype=policy)
         self.prior_out = keras.layers.Dense(2 * stoch, name="prior_out")  # float32: mean and std
-        self.post_h = keras.layers.Dense(hidden, activation="relu", name="post_hidden", dtype=policy)
+        self.post_h = Dense(hidden, activation="relu", name="post_hidden", dtype=policy)
         self.post_out = keras.layers.Dense(2 * stoch, name="post_out")
         # build every layer once (so that variables exist before checkpoints and optimisers)
         s = self.initial(1)
