@@ -16,12 +16,13 @@ from tf_rlnas import report
 from tf_rlnas.cli import main
 
 
-def fake_run(root, name: str, env_id: str, series: dict[str, list[tuple[int, float]]], algo: str = "sac") -> str:
-    """A run directory as training leaves it: config.yaml and tb/ event files."""
+def fake_run(root, name: str, env_id: str, series: dict[str, list[tuple[int, float]]], algo: str = "sac",
+             extra: str = "") -> str:
+    """A run directory as training leaves it: config.yaml (+ ``extra`` YAML) and tb/ event files."""
     path = os.path.join(str(root), name)
     os.makedirs(os.path.join(path, "tb"))
     with open(os.path.join(path, "config.yaml"), "w") as f:
-        f.write(f"algo: {algo}\nenv:\n  id: {env_id}\nrun:\n  name: {name}\n")
+        f.write(f"algo: {algo}\nenv:\n  id: {env_id}\nrun:\n  name: {name}\n{extra}")
     writer = tf.summary.create_file_writer(os.path.join(path, "tb"))
     with writer.as_default():
         for tag, points in series.items():
@@ -103,6 +104,18 @@ def test_group_by_a_config_key(tmp_path, capsys):
     assert main(["report", *runs, "--group-by", "env.id", "--metric", "eval/return", "--out", str(tmp_path / "o")]) == 0
     groups = {r["group"]: r for r in csv.DictReader(open(tmp_path / "o" / "report.csv"))}
     assert float(groups["Env0-v0"]["mean"]) == 1.0 and float(groups["Env1-v0"]["mean"]) == 2.0
+
+
+def test_group_by_a_key_some_runs_lack_gives_them_a_dash(tmp_path):
+    """SAC beside ACE with and without its reset: one table, SAC's group shows '-' for the key."""
+    runs = [fake_run(tmp_path, "sac", "Hopper-v5", {"eval/return": [(0, 1.0)]}),
+            fake_run(tmp_path, "ace", "Hopper-v5", {"eval/return": [(0, 2.0)]}, "ace",
+                     "ace:\n  reset_mode: causal_reset\n"),
+            fake_run(tmp_path, "ace_noreset", "Hopper-v5", {"eval/return": [(0, 3.0)]}, "ace",
+                     "ace:\n  reset_mode: none\n")]
+    assert main(["report", *runs, "--group-by", "algo,ace.reset_mode", "--out", str(tmp_path / "o")]) == 0
+    groups = {r["group"]: float(r["mean"]) for r in csv.DictReader(open(tmp_path / "o" / "report.csv"))}
+    assert groups == {"sac -": 1.0, "ace causal_reset": 2.0, "ace none": 3.0}
 
 
 @pytest.mark.parametrize("make_args, needle", [

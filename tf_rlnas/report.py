@@ -58,9 +58,8 @@ class Run:
             return self.algo
         if key == "task":
             return next((str(self.config[k]) for k in TASK_KEYS if k in self.config), "?")
-        if key not in self.config:
-            raise UserError(f"--group-by key '{key}' is not a config key of run {self.path}")
-        return str(self.config[key])
+        # a key other runs have (ACE's ace.reset_mode beside SAC runs): this run's group shows "-"
+        return str(self.config[key]) if key in self.config else "-"
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -224,6 +223,9 @@ def build(paths: list[str], group_by: list[str], metrics: list[str] | None, warn
     runs = [load_run(p, warn) for p in paths]
     if not metrics:
         metrics = list(dict.fromkeys(m for r in runs for m in r.headline[:1]))
+    for key in group_by:
+        if key not in ("algo", "task") and not any(key in r.config for r in runs):
+            raise UserError(f"--group-by key '{key}' is not a config key of any run given (e.g. {runs[0].path})")
     groups: dict[str, list[Run]] = {}
     for r in runs:
         groups.setdefault(" ".join(r.key(k) for k in group_by), []).append(r)
