@@ -10,8 +10,11 @@ positions per channel learns from a gradient that is mostly lost: measured on Pl
 L2) and PlaNet in bfloat16 stopped learning its reward (docs/planet.md). ``tf.reduce_sum`` is not
 the answer either (1-2% off at millions of positions, in bfloat16 and in float32 alike: Eigen sums
 in blocks in the tensor's dtype); a bfloat16 matmul of a row of ones with the gradient is, since
-oneDNN accumulates bfloat16 products in float32 and rounds once (~0.2% off; and faster than
-``BiasAddGrad`` on the shapes measured: 87 vs 221 ms for [2500, 64, 64, 3] on an AMD EPYC).
+a bfloat16 matmul accumulates in float32 and rounds once (~0.2% off; oneDNN's, and Eigen's with
+``TF_ENABLE_ONEDNN_OPTS=0``, both checked by the tests), and faster than ``BiasAddGrad`` on the
+shapes measured (87 vs 221 ms for [2500, 64, 64, 3] on an AMD EPYC). The forward pass is
+TensorFlow's ``BiasAdd`` as before (PlaNet's CEM, forward only: 628-638 ms per action with it,
+623-662 ms with the plain op, alternating runs).
 
 :func:`bias_add` is ``tf.nn.bias_add`` whose bias gradient is that product, and
 :class:`Dense`, :class:`Conv2D`, :class:`Conv2DTranspose` are Keras' layers (same variables, same
