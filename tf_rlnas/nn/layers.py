@@ -50,33 +50,34 @@ def _bias_add_exact_grad(x, bias):
     return y, grad
 
 
-class Dense(keras.layers.Dense):
+class _ExactBias:
+    """The end of each layer's call: the bias by :func:`bias_add`, then the activation. (These
+    ``call``s are Keras' plain path: no LoRA or quantized kernels, which this package does not use.)"""
+
+    def _bias_act(self, x):
+        if self.use_bias:
+            x = bias_add(x, self.bias)
+        return self.activation(x) if self.activation is not None else x
+
+
+class Dense(_ExactBias, keras.layers.Dense):
     """``keras.layers.Dense`` adding its bias with :func:`bias_add`."""
 
     def call(self, inputs, training=None):
-        x = keras.ops.matmul(inputs, self.kernel)
-        if self.bias is not None:
-            x = bias_add(x, self.bias)
-        return self.activation(x) if self.activation is not None else x
+        return self._bias_act(keras.ops.matmul(inputs, self.kernel))
 
 
-class Conv2D(keras.layers.Conv2D):
+class Conv2D(_ExactBias, keras.layers.Conv2D):
     """``keras.layers.Conv2D`` (channels_last) adding its bias with :func:`bias_add`."""
 
     def call(self, inputs):
-        x = self.convolution_op(inputs, self.kernel)
-        if self.use_bias:
-            x = bias_add(x, self.bias)
-        return self.activation(x) if self.activation is not None else x
+        return self._bias_act(self.convolution_op(inputs, self.kernel))
 
 
-class Conv2DTranspose(keras.layers.Conv2DTranspose):
+class Conv2DTranspose(_ExactBias, keras.layers.Conv2DTranspose):
     """``keras.layers.Conv2DTranspose`` (channels_last) adding its bias with :func:`bias_add`."""
 
     def call(self, inputs):
-        x = keras.ops.conv_transpose(inputs, self.kernel, strides=list(self.strides), padding=self.padding,
-                                     output_padding=self.output_padding, dilation_rate=self.dilation_rate,
-                                     data_format=self.data_format)
-        if self.use_bias:
-            x = bias_add(x, self.bias)
-        return self.activation(x) if self.activation is not None else x
+        return self._bias_act(keras.ops.conv_transpose(
+            inputs, self.kernel, strides=list(self.strides), padding=self.padding,
+            output_padding=self.output_padding, dilation_rate=self.dilation_rate, data_format=self.data_format))
