@@ -17,7 +17,7 @@ import tensorflow as tf
 from conftest import REPO
 from serving import saved_model_cli_run
 from tf_rlnas import config as C
-from tf_rlnas.algos.enas.child import Branch, ChildNet, FactorizedReduction, crop_top_left
+from tf_rlnas.algos.enas.child import Branch, ChildNet, FactorizedReduction, crop_top_left, max_pool3x3
 from tf_rlnas.algos.enas.config import EnasConfig
 from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_to_dict
 from tf_rlnas.algos.enas.search import advantages, make_controller_update
@@ -154,6 +154,38 @@ def test_factorized_reduction_values_and_gradient(size):
         mine = tf.reduce_sum(crop_top_left(x) * w)
         theirs = tf.reduce_sum(x[:, 1:, 1:, :] * w)
     np.testing.assert_array_equal(tape.gradient(mine, x).numpy(), tape.gradient(theirs, x).numpy())
+
+
+def test_max_pool_gradient_routes_to_each_window_argmax_also_inside_switch_case():
+    """The search network's max pool (gradient recomputes the pool so oneDNN's MaxPoolGrad runs
+    inside tf.switch_case): its gradient == numpy's routing of each output's gradient to its
+    window's maximum, eagerly and inside a traced switch_case, and == TF's own op's."""
+    x = tf.random.stateless_normal((2, 6, 7, 3), seed=[3, 9])
+    g = tf.random.stateless_normal((2, 6, 7, 3), seed=[4, 9])
+    xn, gn = x.numpy(), g.numpy()
+    ref = np.zeros_like(xn)
+    pad = np.pad(xn, [(0, 0), (1, 1), (1, 1), (0, 0)], constant_values=-np.inf)
+    for n, i, j, c in np.ndindex(*xn.shape):
+        win = pad[n, i:i + 3, j:j + 3, c]
+        a, b = np.unravel_index(np.argmax(win), (3, 3))
+        ref[n, i + a - 1, j + b - 1, c] += gn[n, i, j, c]
+
+    def grad_of(pool):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = pool(x)
+        return tape.gradient(y, x, output_gradients=g)
+
+    @tf.function
+    def in_switch(k):
+        return grad_of(lambda x: tf.switch_case(k, [lambda: max_pool3x3(x), lambda: x * 2.0]))
+
+    np.testing.assert_allclose(max_pool3x3(x).numpy(), np.max(
+        [pad[:, a:a + 6, b:b + 7] for a in range(3) for b in range(3)], axis=0), rtol=0)
+    np.testing.assert_allclose(grad_of(max_pool3x3).numpy(), ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(in_switch(tf.constant(0)).numpy(), ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(grad_of(max_pool3x3).numpy(),
+                                  grad_of(lambda x: tf.nn.max_pool2d(x, 3, 1, "SAME")).numpy())
 
 
 def test_auto_compute_dtype_is_bfloat16_exactly_where_the_cpu_has_it(monkeypatch):
