@@ -17,7 +17,7 @@ import tensorflow as tf
 from conftest import REPO
 from serving import saved_model_cli_run
 from tf_rlnas import config as C
-from tf_rlnas.algos.enas.child import Branch, ChildNet, FactorizedReduction, crop_top_left, max_pool3x3
+from tf_rlnas.algos.enas.child import Branch, ChildNet, FactorizedReduction, max_pool3x3
 from tf_rlnas.algos.enas.config import EnasConfig
 from tf_rlnas.algos.enas.controller import Controller, arc_from_dict, arc_to_dict
 from tf_rlnas.algos.enas.search import advantages, make_controller_update
@@ -138,7 +138,8 @@ def test_factorized_reduction_and_fixed_filter_doubling_shapes():
 @pytest.mark.parametrize("size", [8, 7])
 def test_factorized_reduction_values_and_gradient(size):
     """Path 1 = 1x1 stride-2 conv of x, path 2 = the same on x shifted by one pixel (zero-filled),
-    written the textbook way in numpy; and the hand-written gradient of the crop == TF's own."""
+    written the textbook way in numpy; and its gradients (input, both kernels) == those of the
+    textbook form in TF ops (two strided 1x1 convs, a shifted copy, a concat)."""
     x = tf.random.stateless_normal((2, size, size, 3), seed=[7, size])
     red = FactorizedReduction(4)
     red(x)
@@ -148,12 +149,22 @@ def test_factorized_reduction_values_and_gradient(size):
     pre = np.concatenate([x.numpy()[:, ::2, ::2] @ k1, xs[:, ::2, ::2] @ k2], axis=-1)
     ref = (pre - pre.mean((0, 1, 2))) / np.sqrt(pre.var((0, 1, 2)) + 1e-5)  # BN, gamma 1, beta 0
     np.testing.assert_allclose(red(x, training=True).numpy(), ref, atol=2e-4)
-    w = tf.random.stateless_normal((2, size - 1, size - 1, 3), seed=[8, size])
+
+    def textbook(x):
+        shifted = tf.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        y = tf.concat([tf.nn.conv2d(x, red.path1.kernel, 2, "VALID"),
+                       tf.nn.conv2d(shifted, red.path2.kernel, 2, "VALID")], -1)
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(y, red.bn.gamma, red.bn.beta, epsilon=1e-5)
+        return y
+
+    w = tf.random.stateless_normal((2, (size + 1) // 2, (size + 1) // 2, 4), seed=[8, size])
+    wrt = [x, red.path1.kernel, red.path2.kernel, red.bn.gamma]
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        mine = tf.reduce_sum(crop_top_left(x) * w)
-        theirs = tf.reduce_sum(x[:, 1:, 1:, :] * w)
-    np.testing.assert_array_equal(tape.gradient(mine, x).numpy(), tape.gradient(theirs, x).numpy())
+        mine = tf.reduce_sum(red(x, training=True) * w)
+        theirs = tf.reduce_sum(textbook(x) * w)
+    for a, b in zip(tape.gradient(mine, wrt), tape.gradient(theirs, wrt)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_max_pool_gradient_routes_to_each_window_argmax_also_inside_switch_case():

@@ -174,17 +174,18 @@ def max_pool3x3(x):
     return y, grad
 
 
-@tf.custom_gradient
-def crop_top_left(x):
-    """x[:, 1:, 1:, :] with its gradient written out (a zero row and column padded back on):
-    TF's generic StridedSliceGrad is slow on a CPU (a large share of a 12-layer search step at
-    CIFAR sizes)."""
-    def grad(g):
-        return tf.pad(g, [[0, 0], [1, 0], [1, 0], [0, 0]])
-    return x[:, 1:, 1:, :], grad
-
-
 class FactorizedReduction(keras.layers.Layer):
+    """Halves the spatial size: path 1 = a 1x1 stride-2 conv of x, path 2 = the same on x shifted
+    by one pixel (x[:, 1:, 1:], zero-filled at the far edge), concatenated, BN.
+
+    Both paths are ONE 2x2 stride-2 'valid' conv whose kernel holds path 1's 1x1 kernel at tap
+    (0, 0) for the first filters and path 2's at tap (1, 1) for the rest (window (2i, 2j) reads
+    x[2i, 2j] for path 1 and x[2i+1, 2j+1] = shifted[2i, 2j] for path 2; an odd input gets one zero
+    row/column at the far edge, the shifted input's zero fill). The numbers are the two 1x1 convs';
+    the cost is one conv instead of two strided 1x1 convs, a shifted copy of x and a concat (a
+    [128, 32, 32, 36] reduction forward + backward: ~22 -> ~17 ms). The variables stay the two
+    1x1 kernels (``path1``, ``path2``), so checkpoints are unchanged."""
+
     def __init__(self, filters: int, sync_bn: bool = False, policy=None, **kw):
         super().__init__(**kw)
         self.path1 = keras.layers.Conv2D(filters // 2, 1, strides=2, use_bias=False,
@@ -193,15 +194,19 @@ class FactorizedReduction(keras.layers.Layer):
                                          kernel_initializer=KERNEL_INIT, name="path2", dtype=policy)
         self.bn = _bn("bn", sync_bn)
 
+    def build(self, input_shape):
+        self.path1.build(input_shape)
+        self.path2.build(input_shape)
+
     def call(self, x, training=False):
-        # path 2 sees the input shifted by one pixel: x[:, 1:, 1:] (zero-padded back to the input
-        # size only when it is odd, where the stride-2 'valid' 1x1 conv would otherwise give one
-        # row fewer than path 1)
-        shifted = crop_top_left(x)
         h, w = x.shape[1], x.shape[2]
         if h % 2 or w % 2:
-            shifted = tf.pad(shifted, [[0, 0], [0, h % 2], [0, w % 2], [0, 0]])
-        y = tf.concat([self.path1(x), self.path2(shifted)], axis=-1)
+            x = tf.pad(x, [[0, 0], [0, h % 2], [0, w % 2], [0, 0]])
+        f1, f2 = self.path1.filters, self.path2.filters
+        kernel = (tf.pad(tf.convert_to_tensor(self.path1.kernel), [[0, 1], [0, 1], [0, 0], [0, f2]])
+                  + tf.pad(tf.convert_to_tensor(self.path2.kernel), [[1, 0], [1, 0], [0, 0], [f1, 0]]))
+        dt = self.path1.compute_dtype
+        y = tf.nn.conv2d(tf.cast(x, dt), tf.cast(kernel, dt), 2, "VALID")
         return self.bn(y, training=training)
 
 
