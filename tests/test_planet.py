@@ -238,9 +238,10 @@ def test_planner_rollout_is_imagine_with_fused_kernels(dtype):
 
 @pytest.mark.parametrize("depth", [2, 4])
 def test_subpixel_decoder_is_the_keras_transposed_convs(depth):
-    """The decoder's sub-pixel path (transposed convs as stride-1 convs + depth_to_space on Keras'
-    own kernels, the 1x1 first one as a matmul; odd kernels padded) computes the Keras layers'
-    output and gradients in float32; bfloat16 (its default there) stays close."""
+    """The decoder's bfloat16 path (the 1x1 first transposed conv as a matmul, the last as a
+    stride-1 conv + depth_to_space on Keras' own kernel) computes the Keras layers' output and
+    gradients in float32; bfloat16 (its default there) stays close; and the sub-pixel form of each
+    stride-2 layer (odd kernels padded) equals the layer."""
     from tf_rlnas.algos.planet.models import Decoder
     feats = tf.random.stateless_normal([3, 2, 9], [4, 5])
     ref, fast = Decoder(depth, subpixel=False), Decoder(depth, subpixel=True)
@@ -260,6 +261,12 @@ def test_subpixel_decoder_is_the_keras_transposed_convs(depth):
         scale = float(tf.reduce_max(tf.abs(gw)))
         assert scale > 0
         np.testing.assert_allclose(gg.numpy(), gw.numpy(), atol=1e-4 * scale)
+    # each stride-2 layer (odd and even kernels) through the sub-pixel form == Keras' layer
+    from tf_rlnas.algos.planet.models import _conv_transpose_s2
+    for layer, size in zip(ref.deconvs.layers[1:], (5, 13, 30)):
+        x = tf.random.stateless_normal([2, size, size, layer.kernel.shape[3]], [8, size])
+        np.testing.assert_allclose(_conv_transpose_s2(layer, x).numpy(), layer(x).numpy(), rtol=1e-5,
+                                   atol=1e-5 * float(tf.reduce_max(tf.abs(layer(x)))))
     b16 = Decoder(depth, compute_dtype="bfloat16")
     assert b16.subpixel
     b16(feats)
