@@ -80,3 +80,36 @@ def test_layers_compute_keras_numbers_and_exact_bias_gradients(kind):
     np.testing.assert_allclose(ga, exact, rtol=8e-3)
     if kind != "dense":
         assert np.max(np.abs(gb - exact) / exact) > 0.05
+
+
+@pytest.mark.parametrize("size,stride", [(6, 2), (9, 2), (7, 1)])
+def test_patch_filter_gradient_conv_is_the_conv_with_its_gradients(size, stride):
+    """Conv2D(patch_filter_grad=True): the same output as Keras' conv, and input / kernel / bias
+    gradients equal to the plain conv's (float32, ReLU and linear: to 1e-5 of scale; bfloat16,
+    linear - a ReLU's mask may flip between precisions: within bf16 rounding of float32's, as the
+    plain bf16 conv is); a bad configuration is refused."""
+    x = tf.random.stateless_normal([5, size, size, 6], [1, size])
+    kernel = tf.random.stateless_normal([4, 4, 6, 8], [4, size]) * 0.2
+    bias = tf.random.stateless_normal([8], [3, size]) * 0.1
+    for policy, act, tol in ((None, "relu", 1e-5), (None, None, 1e-5), ("mixed_bfloat16", None, 2e-2)):
+        ours = Conv2D(8, 4, stride, activation=act, patch_filter_grad=True, dtype=policy)
+        ref = keras.layers.Conv2D(8, 4, stride, activation=act)  # float32 reference
+        for layer in (ours, ref):
+            layer.build(x.shape)
+            layer.kernel.assign(kernel)
+            layer.bias.assign(bias)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            y_ours, y_ref = tf.cast(ours(x), tf.float32), ref(x)
+            dy = tf.random.stateless_normal(y_ref.shape, [2, size])
+            l_ours, l_ref = tf.reduce_sum(y_ours * dy), tf.reduce_sum(y_ref * dy)
+        scale = float(tf.reduce_max(tf.abs(y_ref)))
+        np.testing.assert_allclose(y_ours.numpy(), y_ref.numpy(), atol=tol * scale)
+        for a, b in zip(tape.gradient(l_ours, [x, ours.kernel, ours.bias]), tape.gradient(l_ref, [x, ref.kernel, ref.bias])):
+            s = float(tf.reduce_max(tf.abs(b)))
+            assert s > 0
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=tol * s)
+    with pytest.raises(ValueError, match="patch_filter_grad"):
+        Conv2D(8, 3, padding="same", patch_filter_grad=True)
+    with pytest.raises(ValueError, match="patch_filter_grad"):
+        Conv2D(8, 3, activation="tanh", patch_filter_grad=True)

@@ -9,6 +9,7 @@ import re
 import tempfile
 
 import gymnasium as gym
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -308,8 +309,14 @@ def test_bfloat16_world_model_gradients_point_where_float32_ones_do():
     conv at the far end of the backward pass. With TF's own bfloat16 BiasAddGrad (a sum over
     ~160k positions here that stops growing in bfloat16) the decoder's deconv1/deconv2 biases
     fail it at 0.953/0.955; with it PlaNet in bfloat16 did not learn the built-in task
-    (docs/planet.md). tf_rlnas.nn.layers adds those biases."""
+    (docs/planet.md). tf_rlnas.nn.layers adds those biases.
+
+    The weights come from Keras' global seed, set here (the test ran with whatever state earlier
+    tests left, so its weights changed with the test order). Over global seeds 0-4, 7, 11 the
+    lowest cosine was 0.9695 (seed 4: every encoder variable 0.97-0.985, its gradient arriving
+    through the 50-step bfloat16 RSSM; the decoder's and all others > 0.99); the other seeds > 0.996."""
     from tf_rlnas.algos.planet.agent import PlanetAgent
+    keras.utils.set_random_seed(0)
     cfg = [C.resolve(PlanetConfig, [CFG[0]], [f"model.compute_dtype={dt}"]) for dt in ("float32", "bfloat16")]
     a32, a16 = PlanetAgent(cfg[0], 2, 0), PlanetAgent(cfg[1], 2, 5)
     n16 = a16.named_variables()

@@ -67,10 +67,64 @@ class Dense(_ExactBias, keras.layers.Dense):
         return self._bias_act(keras.ops.matmul(inputs, self.kernel))
 
 
+def conv2d_patch_filter_grad(x, kernel, bias, stride: int, relu: bool):
+    """``[relu](tf.nn.conv2d(x, kernel, stride, "VALID") + bias)`` whose kernel gradient is ONE
+    matmul of the extracted input patches [positions, k*k*in] with the output gradient [positions,
+    out] (the input gradient stays TF's op; the bias gradient is :func:`bias_add`'s float32 sum).
+    For a conv with few output positions and many taps x channels - PlaNet's last encoder conv,
+    6x6x128 -> 2x2x256 with a 4x4 kernel - oneDNN's bfloat16 backward-weights kernel runs at ~40
+    GFLOP/s on an AMD EPYC (225 ms for 2,500 images) and the patch matmul at ~180 (58 ms,
+    extraction included; float32's op: 108 ms). A bfloat16 matmul accumulates in float32, so the
+    gradient is as exact as the op's (both 0.17% from float32's there). The forward is one graph
+    chain conv -> bias -> relu, which grappler fuses into oneDNN's conv as with Keras' layer (the
+    bias and ReLU applied before the bfloat16 rounding)."""
+    k, cin, cout = int(kernel.shape[0]), int(kernel.shape[2]), int(kernel.shape[3])
+
+    @tf.custom_gradient
+    def conv(x, w, b):
+        y = tf.nn.bias_add(tf.nn.conv2d(x, w, stride, "VALID"), tf.cast(b, x.dtype))
+        if relu:
+            y = tf.nn.relu(y)
+
+        def grad(dy):
+            if relu:
+                dy = dy * tf.cast(y > 0, dy.dtype)
+            flat = tf.reshape(dy, [-1, cout])
+            db = tf.matmul(tf.ones([1, tf.shape(flat)[0]], dy.dtype), flat)  # float32 accumulation
+            dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy,
+                                                strides=[1, stride, stride, 1], padding="VALID")
+            patches = tf.image.extract_patches(x, [1, k, k, 1], [1, stride, stride, 1], [1, 1, 1, 1], "VALID")
+            dw = tf.matmul(tf.reshape(patches, [-1, k * k * cin]), flat, transpose_a=True)
+            return dx, tf.reshape(dw, [k, k, cin, cout]), tf.cast(tf.reshape(db, [-1]), b.dtype)
+
+        return y, grad
+
+    return conv(x, kernel, tf.convert_to_tensor(bias))
+
+
 class Conv2D(_ExactBias, keras.layers.Conv2D):
-    """``keras.layers.Conv2D`` (channels_last) adding its bias with :func:`bias_add`."""
+    """``keras.layers.Conv2D`` (channels_last) adding its bias with :func:`bias_add`.
+    ``patch_filter_grad``: a square-stride 'valid' conv with a bias and a linear or ReLU activation
+    whose kernel gradient is computed by :func:`conv2d_patch_filter_grad` (faster for convs with few
+    output positions)."""
+
+    def __init__(self, *args, patch_filter_grad: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.patch_filter_grad = bool(patch_filter_grad)
+        if self.patch_filter_grad and (self.padding != "valid" or self.strides[0] != self.strides[1]
+                                       or tuple(self.dilation_rate) != (1, 1) or self.groups != 1
+                                       or not self.use_bias or self.activation not in (
+                                           keras.activations.relu, keras.activations.linear)):
+            raise ValueError("patch_filter_grad needs a 'valid', square-stride, undilated, ungrouped conv "
+                             "with a bias and a linear or ReLU activation")
+
+    def get_config(self):
+        return {**super().get_config(), "patch_filter_grad": self.patch_filter_grad}
 
     def call(self, inputs):
+        if self.patch_filter_grad:
+            return conv2d_patch_filter_grad(inputs, tf.cast(self.kernel, inputs.dtype), self.bias,
+                                            int(self.strides[0]), self.activation is keras.activations.relu)
         return self._bias_act(self.convolution_op(inputs, self.kernel))
 
 
