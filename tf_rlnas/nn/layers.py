@@ -42,12 +42,17 @@ def _bias_add_exact_grad(x, bias):
     y = tf.nn.bias_add(x, tf.cast(bias, x.dtype))
 
     def grad(dy):
-        # ones [1, N] x dy [N, C]: oneDNN accumulates in float32 and rounds once (module docstring)
-        flat = tf.reshape(dy, [-1, tf.shape(dy)[-1]])
-        db = tf.matmul(tf.ones([1, tf.shape(flat)[0]], dy.dtype), flat)
-        return dy, tf.cast(tf.reshape(db, [-1]), bias.dtype)
+        return dy, _bias_grad(dy, bias.dtype)
 
     return y, grad
+
+
+def _bias_grad(dy, dtype):
+    """The sum of ``dy`` over all but its last axis as ones [1, N] x dy [N, C]: a bfloat16 matmul
+    accumulates in float32 and rounds once (module docstring); returned in ``dtype``."""
+    flat = tf.reshape(dy, [-1, tf.shape(dy)[-1]])
+    db = tf.matmul(tf.ones([1, tf.shape(flat)[0]], dy.dtype), flat)
+    return tf.cast(tf.reshape(db, [-1]), dtype)
 
 
 class _ExactBias:
@@ -88,14 +93,12 @@ def conv2d_patch_filter_grad(x, kernel, bias, stride: int, relu: bool):
 
         def grad(dy):
             if relu:
-                dy = dy * tf.cast(y > 0, dy.dtype)
-            flat = tf.reshape(dy, [-1, cout])
-            db = tf.matmul(tf.ones([1, tf.shape(flat)[0]], dy.dtype), flat)  # float32 accumulation
+                dy = tf.raw_ops.ReluGrad(gradients=dy, features=y)
             dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=w, out_backprop=dy,
                                                 strides=[1, stride, stride, 1], padding="VALID")
             patches = tf.image.extract_patches(x, [1, k, k, 1], [1, stride, stride, 1], [1, 1, 1, 1], "VALID")
-            dw = tf.matmul(tf.reshape(patches, [-1, k * k * cin]), flat, transpose_a=True)
-            return dx, tf.reshape(dw, [k, k, cin, cout]), tf.cast(tf.reshape(db, [-1]), b.dtype)
+            dw = tf.matmul(tf.reshape(patches, [-1, k * k * cin]), tf.reshape(dy, [-1, cout]), transpose_a=True)
+            return dx, tf.reshape(dw, [k, k, cin, cout]), _bias_grad(dy, b.dtype)
 
         return y, grad
 

@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 
 from tf_rlnas.distributions import diag_gaussian_kl
-from tf_rlnas.nn.layers import Conv2D, Conv2DTranspose, Dense, bias_add
+from tf_rlnas.nn.layers import Conv2D, Conv2DTranspose, Dense
 from tf_rlnas.nn.mlp import mlp
 
 
@@ -81,7 +81,7 @@ def _conv_transpose_s2(layer, x):
     y = tf.nn.depth_to_space(y, 2)
     if k % 2:
         y = y[:, :-1, :-1, :]
-    return layer.activation(bias_add(y, layer.bias))
+    return layer._bias_act(y)
 
 
 class Decoder(keras.Model):
@@ -119,7 +119,7 @@ class Decoder(keras.Model):
         k, out, cin = int(first.kernel.shape[0]), int(first.kernel.shape[2]), int(first.kernel.shape[3])
         w = tf.reshape(tf.transpose(tf.cast(first.kernel, x.dtype), [3, 0, 1, 2]), [cin, k * k * out])
         y = tf.reshape(tf.matmul(tf.reshape(x, [-1, cin]), w), [-1, k, k, out])
-        x = first.activation(bias_add(y, first.bias))
+        x = first._bias_act(y)
         *middle, last = rest
         for layer in middle:
             x = layer(x)
